@@ -1,0 +1,43 @@
+"""Test-session set-up shared by every test.
+
+- Each pytest session gets its own ROS_DOMAIN_ID (derived from the PID, so two sessions on one
+  machine do not hear each other) and discovery limited to localhost. Set at import time so
+  that every subprocess a test starts inherits it.
+- Nothing may reach the network: Hugging Face hubs are forced offline.
+- torch uses few threads so tests behave the same on the 2-core CI machine.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+if "ZSP_TEST_DOMAIN_FIXED" not in os.environ:
+    os.environ["ROS_DOMAIN_ID"] = str(1 + os.getpid() % 100)   # valid range on Linux: 0..101
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def ros_domain_id() -> int:
+    """The ROS_DOMAIN_ID of this test session (inherited by subprocesses)."""
+    return int(os.environ["ROS_DOMAIN_ID"])
+
+
+@pytest.fixture(scope="session")
+def python_exe() -> str:
+    """The venv's own python (its bootstrap sets LD_LIBRARY_PATH for the ROS wheels)."""
+    return sys.executable
+
+
+@pytest.fixture(autouse=True)
+def _few_torch_threads():
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(2)
+    yield

@@ -1,0 +1,1 @@
+"""zsp_ros/runtime."""

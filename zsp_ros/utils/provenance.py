@@ -1,0 +1,121 @@
+"""Reproducibility helpers: seeding, machine/library description, atomic JSON writes.
+
+Every training run and benchmark records `provenance()` next to its results.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+_LIBRARIES = ("torch", "torchvision", "numpy", "scipy", "onnx", "onnxruntime", "pycocotools",
+              "safetensors", "open_clip", "sentence_transformers", "rclpy")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) RNGs."""
+    random.seed(seed)
+    try:
+        import numpy as np
+        np.random.seed(seed % (2**32))
+    except ImportError:
+        pass
+    try:
+        import torch
+        torch.manual_seed(seed)
+    except ImportError:
+        pass
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core count, memory and GPU (if torch sees one)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = None
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        mem_gb = round(pages / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    info: dict[str, Any] = {"hostname": platform.node(), "platform": platform.platform(),
+                            "cpu": cpu, "cpu_count": os.cpu_count(), "memory_gb": mem_gb,
+                            "python": sys.version.split()[0]}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that can change results; absent ones are left out."""
+    versions = {}
+    for name in _LIBRARIES:
+        try:
+            module = importlib.import_module(name)
+        except Exception:
+            continue
+        versions[name] = str(getattr(module, "__version__", "present"))
+    return versions
+
+
+def git_revision() -> str | None:
+    try:
+        root = Path(__file__).resolve().parents[2]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(command: list[str] | None = None) -> dict[str, Any]:
+    """Everything needed to tell which code, machine and libraries produced a result."""
+    return {"command": command if command is not None else sys.argv, "git": git_revision(),
+            "machine": machine_info(), "versions": library_versions()}
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader (or a crash) sees the old or the new file, never half.
+
+    Temporary file in the same folder, fsync, rename, fsync of the folder.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
