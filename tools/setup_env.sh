@@ -45,7 +45,8 @@ log "installing pinned dependencies (requirements.lock)"
 py_inc="$("$V/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
 np_inc="$("$V/bin/python" -c 'import numpy; print(numpy.get_include())')"
 log "rewriting wheel CMake include paths -> $py_inc, $np_inc"
-find "$V/share" -name '*.cmake' -print0 | xargs -0 grep -lE '/opt/python/cp[0-9]+' 2>/dev/null \
+# (grep finds nothing on a re-run, when the rewrite is already done: not an error)
+{ find "$V/share" -name '*.cmake' -print0 | xargs -0 grep -lE '/opt/python/cp[0-9]+' 2>/dev/null || true; } \
   | while read -r f; do
       sed -i -E \
         -e "s#/opt/python/cp[0-9]+-cp[0-9]+[^;\"]*/site-packages/numpy/_core/include#${np_inc}#g" \

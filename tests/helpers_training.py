@@ -1,0 +1,83 @@
+"""Test helpers for the training code: a tiny stand-in segmenter and a toy dataset.
+
+`TinySegmenter` returns the Mask2Former output dict of docs/CONTRACTS.md (``pred_logits``,
+``pred_masks`` at H/4, ``pred_embeds``, ``aux_outputs``) from a few hundred parameters, so the
+matcher, criterion and loop can be tested without the real model.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# (R, G, B) per toy class: squares of these colours on a gray background
+TOY_COLOURS = ((220, 40, 40), (40, 200, 60), (40, 70, 230))
+
+
+class TinySegmenter(nn.Module):
+    """Conv features at stride 4, learned queries refined by ``num_layers`` residual MLPs."""
+
+    def __init__(self, *, num_classes: int, num_queries: int = 6, dim: int = 16,
+                 num_layers: int = 2) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, dim, 3, padding=1), nn.ReLU(),
+                                      nn.Conv2d(dim, dim, 4, stride=4))
+        self.pixel = nn.Conv2d(dim, dim, 1)
+        self.query = nn.Embedding(num_queries, dim)
+        self.layers = nn.ModuleList(nn.Linear(2 * dim, dim) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(dim)
+        self.class_head = nn.Linear(dim, num_classes + 1)
+
+    def forward(self, images: torch.Tensor) -> dict:
+        feats = self.pixel(F.relu(self.backbone(images)))                   # [B, E, H/4, W/4]
+        q = self.query.weight[None].expand(images.shape[0], -1, -1)          # [B, Q, E]
+        preds = []
+        for layer in self.layers:
+            masks = torch.einsum("bqe,behw->bqhw", q, feats)
+            attn = masks.flatten(2).softmax(-1)                               # [B, Q, hw]
+            pooled = torch.einsum("bqn,ben->bqe", attn, feats.flatten(2))
+            q = q + F.relu(layer(torch.cat([q, pooled], -1)))
+            embeds = self.norm(q)
+            preds.append({"pred_logits": self.class_head(embeds), "pred_embeds": embeds,
+                          "pred_masks": torch.einsum("bqe,behw->bqhw", embeds, feats)})
+        out = dict(preds[-1])
+        out["aux_outputs"] = preds[:-1]
+        return out
+
+
+def toy_item(index: int, *, size: int = 32, objects: int = 2) -> tuple[torch.Tensor, dict]:
+    """Deterministic toy image: ``objects`` coloured squares (class = colour) on gray.
+
+    Returns image uint8 [3, size, size] and a target as the dataset contract gives it.
+    """
+    g = torch.Generator().manual_seed(1000 + index)
+    image = torch.full((3, size, size), 128, dtype=torch.uint8)
+    labels, masks = [], []
+    cell = size // 2
+    cells = torch.randperm(4, generator=g)[:objects].tolist()
+    for c in cells:
+        label = int(torch.randint(len(TOY_COLOURS), (1,), generator=g))
+        side = int(torch.randint(cell // 2, cell, (1,), generator=g))
+        y0, x0 = (c // 2) * cell, (c % 2) * cell
+        mask = torch.zeros(size, size, dtype=torch.bool)
+        mask[y0:y0 + side, x0:x0 + side] = True
+        image[:, mask] = torch.tensor(TOY_COLOURS[label], dtype=torch.uint8)[:, None]
+        labels.append(label)
+        masks.append(mask)
+    target = {"labels": torch.tensor(labels, dtype=torch.int64), "masks": torch.stack(masks),
+              "category_ids": torch.tensor(labels, dtype=torch.int64) + 1, "image_id": index}
+    return image, target
+
+
+class ToyDataset(torch.utils.data.Dataset):
+    """``length`` toy items with ``objects`` squares each (None: 1, 2, 3, 4, 1, ... by index)."""
+
+    def __init__(self, length: int = 8, *, size: int = 32, objects: int | None = 2) -> None:
+        self.items = [toy_item(i, size=size, objects=1 + i % 4 if objects is None else objects)
+                      for i in range(length)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        return self.items[index]

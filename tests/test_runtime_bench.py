@@ -1,0 +1,39 @@
+"""`zsp bench runtime` end to end on a tiny world and a tiny kit of real parts (smoke: figures exist)."""
+from __future__ import annotations
+
+import json
+
+from runtime_fakes import make_real_kit
+
+from zsp_ros.cli.main import main
+
+
+def test_bench_runtime_writes_every_key(tmp_path, monkeypatch):
+    import zsp_ros.utils.provenance as prov
+    from zsp_ros.data.synth_writer import generate_world
+
+    monkeypatch.setattr(prov, "library_versions", lambda: {"stub": "imports of open_clip etc. skipped"})
+    from zsp_ros.semantics.attribute_encoder import AttributeEncoder
+
+    world = tmp_path / "world"
+    generate_world(world, images=2, val_images=2, size=64, workers=1)
+    split = json.loads((world / "split.json").read_text())
+    vocab = AttributeEncoder.from_names([c["name"] for c in split["categories"]]).vocabularies
+    seen = [{k: c[k] for k in ("id", "name", "isthing")} for c in split["categories"] if c["seen"]]
+    kit = make_real_kit(tmp_path / "kit", categories=seen, vocabularies=vocab)
+    offline = tmp_path / "offline.json"
+    offline.write_text(json.dumps({"PQ": {"unseen": 12.5}}))
+    out = tmp_path / "runtime.json"
+    rc = main(["bench", "runtime", "--kit", str(kit), "--data", str(world), "--out", str(out), "--sizes", "96x64",
+               "--repeats", "1", "--add-repeats", "1", "--offline-metrics", str(offline), "--threads", "1"])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    for key in ("add_category_s", "post_over_forward", "forward_ms", "segment_ms", "unseen_pq_before",
+                "unseen_pq_after", "unseen_pq_offline"):
+        assert key in report, key
+    assert report["unseen_pq_before"] == 0.0                 # no unseen category can be predicted before
+    assert report["unseen_pq_offline"] == 12.5
+    assert report["add_category_s"] > 0 and report["forward_ms"] > 0
+    assert set(report["panoptic"]["unseen_added"]) == {c["name"] for c in split["categories"] if not c["seen"]}
+    assert report["sizes"]["96x64"]["network_hw"] == [64, 96]
+    assert "machine" in report["provenance"]

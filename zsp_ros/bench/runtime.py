@@ -1,0 +1,252 @@
+"""`zsp bench runtime --out results/runtime.json`: the Segmenter's speed and runtime zero-shot quality.
+
+Measured, per input size (640x480 and the kit's native size by default):
+- ``forward_ms``: the backend's network call alone (median over repeats, after warm-up);
+- ``segment_ms``: the whole `Segmenter.segment` call (pre-processing, network, head, post-processing);
+- ``post_over_forward``: post-processing time / forward time (goal <= 0.05).
+Then, on the kit's registry:
+- ``add_category_s``: adding one category by name (encode + generate + retrain + swap), median of
+  ``--add-repeats`` adds of distinct names (goal <= 1 s); each stage's median too;
+- with ``--data WORLD`` (a `zsp synth` world): unseen-category PQ on its validation images before and
+  after adding the world's unseen categories through the registry (``unseen_pq_before`` /
+  ``unseen_pq_after``), next to ``unseen_pq_offline`` — the offline PADing stage's figure for the same
+  categories, read from ``--offline-metrics`` (a `zsp eval panoptic` JSON) or from the kit manifest's
+  ``provenance.metrics``. Top-level figures are those of the first size (640x480 by default).
+
+The machine is shared: ``load_1min`` at start and end says how busy it was.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _size(text: str) -> tuple[int, int]:
+    """'WxH' -> (height, width)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size {text!r} is not WxH") from None
+    return h, w
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kit", default=None, help="model kit (default: the embedded kit)")
+    parser.add_argument("--data", default=None, help="synthetic world folder (for the unseen PQ figures)")
+    parser.add_argument("--out", default="results/runtime.json", help="JSON file to write")
+    parser.add_argument("--sizes", type=_size, nargs="+", default=None,
+                        help="input sizes WxH (default: 640x480 and the kit's native size)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed calls per size (default 20)")
+    parser.add_argument("--add-repeats", type=int, default=5, help="timed single-category adds (default 5)")
+    parser.add_argument("--val-images", type=int, default=None, help="limit the PQ evaluation to N images")
+    parser.add_argument("--offline-metrics", default=None,
+                        help="JSON with the offline PADing run's panoptic metrics (PQ.unseen)")
+    parser.add_argument("--backend", default="torch")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16"))
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def _test_image(data: Path | None, hw: tuple[int, int]) -> np.ndarray:
+    """A camera-like frame of size ``hw``: a synthetic-world validation image scaled, or smooth noise."""
+    from PIL import Image
+
+    if data is not None:
+        files = sorted((data / "images" / "val").glob("*.png"))
+        if files:
+            with Image.open(files[0]) as im:
+                return np.asarray(im.convert("RGB").resize((hw[1], hw[0]), Image.BILINEAR))
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 255, (max(1, hw[0] // 16), max(1, hw[1] // 16), 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(small).resize((hw[1], hw[0]), Image.BILINEAR))
+
+
+def _time_size(segmenter: Any, image: np.ndarray, repeats: int) -> dict[str, Any]:
+    import torch
+
+    from zsp_ros.runtime.preprocess import preprocess
+
+    device = getattr(segmenter.backend, "device", "cpu")
+    images, geometry = preprocess(image, short_side=segmenter.short_side, max_long_side=segmenter.max_long_side,
+                                  size_divisibility=segmenter.size_divisibility, fixed_hw=segmenter.fixed_hw,
+                                  device=device)
+    for _ in range(2):                                       # warm-up
+        segmenter.backend.infer(images)
+        segmenter.segment(image)
+    forward, segment, pre, model, post, segs = [], [], [], [], [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        segmenter.backend.infer(images)
+        if str(device).startswith("cuda"):
+            torch.cuda.synchronize()
+        forward.append((time.perf_counter() - t0) * 1e3)
+        t0 = time.perf_counter()
+        result = segmenter.segment(image)
+        segment.append((time.perf_counter() - t0) * 1e3)
+        pre.append(result.timings_ms["preprocess"])
+        model.append(result.timings_ms["model"])
+        post.append(result.timings_ms["postprocess"])
+        segs.append(len(result.segments))
+    f, p = _median(forward), _median(post)
+    return {"input_hw": list(image.shape[:2]), "network_hw": list(geometry.padded_hw),
+            "forward_ms": round(f, 2), "segment_ms": round(_median(segment), 2),
+            "preprocess_ms": round(_median(pre), 2), "model_ms": round(_median(model), 2),
+            "postprocess_ms": round(p, 2),
+            "post_over_forward": round(p / f, 4), "segments_median": _median(segs),
+            "forward_ms_all": [round(v, 2) for v in forward]}
+
+
+def _add_names(data: Path | None, registry: Any, repeats: int) -> list[str]:
+    """Names to time adds with: the world's categories the registry lacks (encodable by any of the
+    project's text encoders), else generic names."""
+    names = []
+    if data is not None:
+        from zsp_ros.data.categories import read_split
+        names = [c["name"] for c in read_split(data / "split.json")["categories"]
+                 if registry.list().get(c["name"]) is None]
+    names = names or [f"benchmark category {i}" for i in range(repeats)]
+    return [names[i % len(names)] for i in range(repeats)]
+
+
+def _time_adds(registry: Any, names: list[str]) -> dict[str, Any]:
+    stages: dict[str, list[float]] = {}
+    wall = []
+    for name in names:
+        t0 = time.perf_counter()
+        added = registry.add([name])
+        wall.append(time.perf_counter() - t0)
+        for key, value in registry.last_timings_ms.items():
+            stages.setdefault(key, []).append(value)
+        registry.remove([added[0].id])
+    return {"add_category_s": round(_median(wall), 4), "add_category_s_all": [round(v, 4) for v in wall],
+            "stages_ms": {k: round(_median(v), 2) for k, v in stages.items()},
+            "categories": len(registry.list()), "synthetic_per_category": registry.synthetic_per_category,
+            "bank_rows": int(registry.kit.bank_embeds.shape[0])}
+
+
+def _predict(segmenter: Any, data: Path, images: list[dict], png_name: dict, out: Path,
+             world_id_of: dict[int, int]) -> Path:
+    """Segment the validation images; write COCO panoptic predictions with world category ids."""
+    from zsp_ros.data.coco_format import encode_png, id2rgb, read_png
+
+    (out / "panoptic_val").mkdir(parents=True, exist_ok=True)
+    annotations = []
+    for im in images:
+        rgb = read_png(data / "images" / "val" / im["file_name"], what="image", image=im["id"], mode="RGB")
+        result = segmenter.segment(rgb)
+        name = png_name[im["id"]]
+        (out / "panoptic_val" / name).write_bytes(encode_png(id2rgb(result.panoptic)))
+        annotations.append({"image_id": im["id"], "file_name": name,
+                            "segments_info": [{"id": s.id, "category_id": world_id_of[s.category_id],
+                                               "score": s.score} for s in result.segments]})
+    path = out / "panoptic_val.json"
+    path.write_text(json.dumps({"annotations": annotations}))
+    return path
+
+
+def _unseen_pq(segmenter: Any, data: Path, limit: int | None) -> dict[str, Any]:
+    from zsp_ros.data.categories import read_split
+    from zsp_ros.data.coco_format import load_json
+    from zsp_ros.evaluation.panoptic_quality import evaluate_panoptic
+
+    split = read_split(data / "split.json")
+    gt_json = data / "annotations" / "panoptic_val.json"
+    gt = load_json(gt_json, what="panoptic annotation file")
+    images = gt["images"][:limit] if limit else gt["images"]
+    png_name = {a["image_id"]: a["file_name"] for a in gt["annotations"]}
+    keep = {im["id"] for im in images}
+    world = {c["name"].casefold(): c for c in split["categories"]}
+    registry = segmenter.registry
+    with tempfile.TemporaryDirectory(prefix="zsp_bench_runtime_") as tmp:
+        sub_gt = Path(tmp) / "gt.json"              # the evaluated subset, PNGs read from the world
+        sub_gt.write_text(json.dumps({**gt, "images": images,
+                                      "annotations": [a for a in gt["annotations"] if a["image_id"] in keep]}))
+        gt_folder = data / "annotations" / "panoptic_val"
+
+        def evaluate(tag: str) -> dict[str, Any]:
+            world_id_of = {c.id: world[c.name.casefold()]["id"] for c in registry.list()}
+            pred = _predict(segmenter, data, images, png_name, Path(tmp) / tag, world_id_of)
+            return evaluate_panoptic(sub_gt, pred, split, gt_folder=gt_folder)
+
+        missing = [c.name for c in registry.list() if c.name.casefold() not in world]
+        if missing:
+            raise ValueError(f"kit categories {missing} are not categories of the world in {data}")
+        before = evaluate("before")
+        unseen = [c for c in split["categories"] if not c["seen"] and registry.list().get(c["name"]) is None]
+        t0 = time.perf_counter()
+        registry.add([c["name"] for c in unseen], isthing=[bool(c["isthing"]) for c in unseen])
+        add_all_s = time.perf_counter() - t0
+        after = evaluate("after")
+    return {"images": len(images), "unseen_added": [c["name"] for c in unseen], "add_all_unseen_s": round(add_all_s, 3),
+            "before": {k: before[k] for k in ("PQ", "SQ", "RQ")}, "after": {k: after[k] for k in ("PQ", "SQ", "RQ")}}
+
+
+def _offline_unseen_pq(args: argparse.Namespace, kit: Any) -> float | None:
+    if args.offline_metrics:
+        metrics = json.loads(Path(args.offline_metrics).read_text())
+    else:
+        metrics = (kit.manifest.get("provenance") or {}).get("metrics") or {}
+    for path in (("PQ", "unseen"), ("panoptic", "PQ", "unseen"), ("unseen_pq",)):
+        node: Any = metrics
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, (int, float)):
+            return float(node)
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from zsp_ros.runtime.kit import default_kit_dir
+    from zsp_ros.runtime.segmenter import Segmenter
+    from zsp_ros.utils.provenance import provenance, write_json
+
+    torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()[0]
+    kit_dir = Path(args.kit) if args.kit else default_kit_dir()
+    data = Path(args.data) if args.data else None
+    t0 = time.perf_counter()
+    segmenter = Segmenter.from_kit(kit_dir, backend=args.backend, device=args.device, precision=args.precision)
+    load_s = time.perf_counter() - t0
+    kit = segmenter.registry.kit
+    native = kit.input["short_side"]
+    sizes = args.sizes or [(480, 640), (native, native)]
+    with segmenter:
+        per_size = {f"{w}x{h}": _time_size(segmenter, _test_image(data, (h, w)), args.repeats) for h, w in sizes}
+        adds = _time_adds(segmenter.registry, _add_names(data, segmenter.registry, args.add_repeats))
+        pq = _unseen_pq(segmenter, data, args.val_images) if data is not None else None
+    first = next(iter(per_size.values()))
+    report = {
+        "add_category_s": adds["add_category_s"],
+        "post_over_forward": first["post_over_forward"],
+        "forward_ms": first["forward_ms"],
+        "segment_ms": first["segment_ms"],
+        "unseen_pq_before": pq["before"]["PQ"]["unseen"] if pq else None,
+        "unseen_pq_after": pq["after"]["PQ"]["unseen"] if pq else None,
+        "unseen_pq_offline": _offline_unseen_pq(args, kit),
+        "sizes": per_size, "add_category": adds, "panoptic": pq,
+        "kit": {"path": str(kit_dir), "sha256": kit.sha256, "categories": len(kit.categories),
+                "text_encoder": kit.text_encoder_id},
+        "backend": segmenter.backend.describe(), "load_s": round(load_s, 3),
+        "load_1min": {"start": load_start, "end": os.getloadavg()[0]},
+        "provenance": provenance(),
+    }
+    write_json(args.out, report)
+    print(f"forward {report['forward_ms']:.1f} ms, segment {report['segment_ms']:.1f} ms, post/forward "
+          f"{report['post_over_forward']:.3f}, add one category {report['add_category_s']:.3f} s, unseen PQ "
+          f"{report['unseen_pq_before']} -> {report['unseen_pq_after']} (offline {report['unseen_pq_offline']}); "
+          f"wrote {args.out}")
+    return 0

@@ -1,0 +1,125 @@
+"""`zsp segment IMAGE... --kit KIT --out DIR [--add "name,name"]`: segment image files.
+
+Writes, per image, ``DIR/panoptic/<stem>.png`` (COCO panoptic: id = R + 256 G + 256² B) and
+``DIR/overlay/<stem>.png`` (colours, outlines, labels), and for all images one
+``DIR/panoptic.json`` in the COCO panoptic format (images, annotations, categories).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...; read as RGB)")
+    parser.add_argument("--kit", default=None, help="model kit directory (default: the embedded kit)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--add", default=None,
+                        help='categories to add by name before segmenting, comma-separated: "purple star,teal cone"')
+    parser.add_argument("--state", default=None,
+                        help="registry state folder: start from (and save) its categories (default: kit only)")
+    parser.add_argument("--backend", default="torch", help="inference backend (default torch)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16"), help="fp16 needs CUDA")
+    parser.add_argument("--object-mask-threshold", type=float, default=0.8,
+                        help="minimum class probability of a segment (default 0.8)")
+    parser.add_argument("--overlap-threshold", type=float, default=0.8,
+                        help="minimum visible fraction of a segment's own mask (default 0.8)")
+    parser.add_argument("--no-overlay", action="store_true", help="skip the overlay PNGs")
+
+
+def _unique_stems(paths: list[Path]) -> list[str]:
+    seen: dict[str, int] = {}
+    stems = []
+    for p in paths:
+        n = seen.get(p.stem, 0)
+        seen[p.stem] = n + 1
+        stems.append(p.stem if n == 0 else f"{p.stem}_{n}")
+    return stems
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from zsp_ros.runtime.kit import KitError, default_kit_dir
+    from zsp_ros.runtime.overlay import draw_overlay
+    from zsp_ros.runtime.registry import CategoryError
+    from zsp_ros.runtime.segmenter import Segmenter
+    from zsp_ros.runtime.state_store import StateLockedError
+    from zsp_ros.utils.provenance import atomic_write_bytes, write_json
+
+    try:
+        kit = args.kit or default_kit_dir()
+        segmenter = Segmenter.from_kit(kit, backend=args.backend, device=args.device, precision=args.precision,
+                                       state_dir=args.state, object_mask_threshold=args.object_mask_threshold,
+                                       overlap_threshold=args.overlap_threshold)
+    except (KitError, StateLockedError, ValueError, RuntimeError) as exc:
+        print(f"zsp segment: error: {exc}", file=sys.stderr)
+        return 2
+    with segmenter:
+        if segmenter.registry.load_problem:
+            print(f"zsp segment: warning: {segmenter.registry.load_problem}", file=sys.stderr)
+        if args.add:
+            names = [n.strip() for n in args.add.split(",")]
+            try:
+                added = segmenter.registry.add(names)
+            except CategoryError as exc:
+                print(f"zsp segment: cannot add categories: {exc}", file=sys.stderr)
+                return 2
+            timing = segmenter.registry.last_timings_ms.get("total", float("nan"))
+            print(f"added {', '.join(f'{c.name} (id {c.id})' for c in added)} in {timing:.0f} ms")
+
+        out = Path(args.out)
+        (out / "panoptic").mkdir(parents=True, exist_ok=True)
+        if not args.no_overlay:
+            (out / "overlay").mkdir(parents=True, exist_ok=True)
+        paths = [Path(p) for p in args.images]
+        images, annotations, failures = [], [], 0
+        for image_id, (path, stem) in enumerate(zip(paths, _unique_stems(paths)), start=1):
+            try:
+                with Image.open(path) as im:
+                    rgb = np.asarray(im.convert("RGB"))
+            except (OSError, ValueError) as exc:
+                print(f"{path}: cannot read ({exc})", file=sys.stderr)
+                failures += 1
+                continue
+            result = segmenter.segment(rgb)
+            png = f"{stem}.png"
+            _write_png(out / "panoptic" / png, result.panoptic_rgb(), atomic_write_bytes)
+            if not args.no_overlay:
+                _write_png(out / "overlay" / png, draw_overlay(rgb, result.panoptic, result.segments),
+                           atomic_write_bytes)
+            images.append({"id": image_id, "file_name": path.name, "height": rgb.shape[0], "width": rgb.shape[1]})
+            annotations.append(result.coco_annotation(image_id=image_id, file_name=png))
+            t = result.timings_ms
+            print(f"{path}: {len(result.segments)} segments ({', '.join(sorted({s.name for s in result.segments}))}) "
+                  f"in {t['total']:.0f} ms (pre {t['preprocess']:.0f}, model {t['model']:.0f}, "
+                  f"post {t['postprocess']:.0f})")
+        cats = segmenter.registry.list()
+        write_json(out / "panoptic.json", {
+            "info": {"description": "zsp segment", "category_set_version": cats.version,
+                     "text_encoder": cats.text_encoder, "kit": str(segmenter.registry.kit.root),
+                     "command": sys.argv},
+            "images": images, "annotations": annotations,
+            "categories": [{"id": c.id, "name": c.name, "isthing": int(c.isthing), "supercategory": c.origin}
+                           for c in cats]})
+    print(f"wrote {len(annotations)} results to {out}")
+    return 1 if failures else 0
+
+
+def _write_png(path: Path, array, writer) -> None:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    writer(path, buf.getvalue())
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="zsp segment")
+    add_arguments(parser)
+    sys.exit(run(parser.parse_args()))

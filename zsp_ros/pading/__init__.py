@@ -1,0 +1,1 @@
+"""PADing stages 2-3: losses, synthesis of unseen embeddings, classifier retraining."""

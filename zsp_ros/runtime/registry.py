@@ -1,0 +1,488 @@
+"""The category registry: the current category set, its classifier head and its version.
+
+Readers (inference) take ``registry.snapshot`` — one attribute read of an immutable
+`HeadSnapshot` — and never wait. Writers (`add`, `remove`) are serialised by a lock; each one
+builds a complete new snapshot off to the side, persists it, then swaps the reference.
+
+Adding names (PADing at runtime): validate → encode the names with the kit's text encoder →
+generate ``synthetic_per_category`` fake query embeddings per name with the primitive generator →
+retrain the head with ``fit_head`` on the kit's bank of real seen embeddings plus the synthetic
+embeddings of *every* runtime-added category → persist → swap.
+
+Removing categories RETRAINS the head (it does not merely mask a row): the removed category's
+row disappears; real bank embeddings of a removed seen category are relabelled no-object (as the
+zero-shot protocol treats unannotated objects), synthetic ones of a removed added category are
+dropped. So a removed category's objects fall to void instead of being given a neighbour's label.
+A removed seen category added again by name gets a new id (ids are never reused) and its real
+bank embeddings train it again, alongside its synthetic ones.
+
+Ids are stable: a new category gets max(every id ever used) + 1; removed ids are never reused.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from zsp_ros.runtime.categories import Category, CategorySet, name_key
+from zsp_ros.runtime.kit import ModelKit
+from zsp_ros.runtime.state_store import RegistryState, StateStore
+
+log = logging.getLogger(__name__)
+
+MAX_NAME_CHARS = 64
+MAX_NAMES_PER_REQUEST = 256
+DEFAULT_CLASS_WEIGHTS = {"seen": 1.0, "added": 5.0, "no_object": 0.1}   # PADing's retraining weights
+
+
+class CategoryError(ValueError):
+    """A rejected add/remove request; the message is meant for the user (service response, CLI)."""
+
+
+class TextEncoderLike(Protocol):
+    identifier: str
+    dim: int
+
+    def encode(self, names: Sequence[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class HeadSnapshot:
+    """An immutable (category set, head) pair. Never mutated after creation.
+
+    weight: float32 [K+1,E], bias: float32 [K+1]; row k classifies ``categories.categories[k]``,
+    row K is no-object.
+    """
+    categories: CategorySet
+    weight: torch.Tensor
+    bias: torch.Tensor
+
+    @property
+    def version(self) -> int:
+        return self.categories.version
+
+
+def _default_fit_head(**kwargs: Any) -> Any:
+    from zsp_ros.pading.head_fit import fit_head
+    return fit_head(**kwargs)
+
+
+def _head_tensors(head: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight [K+1,E], bias [K+1]) float32 copies from a ClassifierHead / nn.Linear / (w, b) pair."""
+    if isinstance(head, tuple):
+        weight, bias = head
+    else:
+        linear = getattr(head, "linear", head)
+        weight, bias = linear.weight, linear.bias
+    return weight.detach().float().cpu().clone(), bias.detach().float().cpu().clone()
+
+
+def validate_names(names: Sequence[str], isthing: bool | Sequence[bool] | None,
+                   current: CategorySet) -> tuple[list[str], list[bool]]:
+    """Check an add request; return (names, isthing per name) or raise CategoryError listing every problem."""
+    if isinstance(names, str):
+        raise CategoryError(f"names must be a list of names, got the single string {names!r}")
+    names = list(names)
+    if not names:
+        raise CategoryError("no names given")
+    if len(names) > MAX_NAMES_PER_REQUEST:
+        raise CategoryError(f"{len(names)} names in one request; at most {MAX_NAMES_PER_REQUEST}")
+    problems: list[str] = []
+    seen_keys: dict[str, str] = {}
+    for name in names:
+        if not isinstance(name, str):
+            problems.append(f"{name!r} is not a string ({type(name).__name__})")
+            continue
+        shown = repr(name if len(name) <= 40 else name[:40] + "…")
+        if not name.strip():
+            problems.append(f"name {shown} is empty")
+            continue
+        if name != name.strip():
+            problems.append(f"name {shown} has leading or trailing whitespace")
+        if len(name) > MAX_NAME_CHARS:
+            problems.append(f"name {shown} is {len(name)} characters long (at most {MAX_NAME_CHARS})")
+        if not name.isprintable():
+            problems.append(f"name {shown} contains non-printable characters")
+        key = name_key(name)
+        if key in seen_keys:
+            problems.append(f"name {shown} is given more than once")
+            continue
+        seen_keys[key] = name
+        existing = current.get(name)
+        if existing is not None:
+            problems.append(f"{shown} is already a category (id {existing.id})")
+    if isthing is None:
+        flags = [True] * len(names)
+    elif isinstance(isthing, (bool, np.bool_)):
+        flags = [bool(isthing)] * len(names)
+    else:
+        flags = [bool(v) for v in isthing]
+        if len(flags) == 0:
+            flags = [True] * len(names)
+        elif len(flags) != len(names):
+            problems.append(f"isthing has {len(flags)} values for {len(names)} names")
+    if problems:
+        raise CategoryError("; ".join(problems))
+    return names, flags
+
+
+class CategoryRegistry:
+    """Category set + head + version, changeable while inference runs.
+
+    Args:
+        kit: the loaded model kit (bank of real seen embeddings, default head and categories).
+        text_encoder: encodes new names; must be the kit's (identifier and dim are checked).
+        generator: the kit's PrimitiveGenerator (``forward(semantic [N,D], noise) -> [N,E]``, ``sample_noise``).
+        fit_head: ``fit_head(embeds=[M,E], labels=[M], class_weights=[K+1], **fit_kwargs)`` returning
+            a head with ``weight`` [K+1,E] and ``bias`` [K+1] (default: zsp_ros.pading.head_fit.fit_head).
+        store: where state persists (None: in memory only).
+        synthetic_per_category: fake embeddings generated per added name.
+        class_weights: {"seen", "added", "no_object"} loss weights of the retraining.
+        fit_kwargs: extra keyword arguments for ``fit_head`` (steps, lr, ...).
+        warm_start: pass ``init=`` to ``fit_head``: the current head's rows for kept categories and,
+            for a new category, the scaled mean of its synthetic embeddings (a prototype).
+        verify_text_encoder: encode up to 4 kit category names and compare them with the kit's
+            stored text embeddings (cosine >= 0.99), catching same-name encoders with other weights.
+        seed: synthetic embeddings of category id c are generated with seed ``seed + c``.
+        train_threads: torch threads used by the writer while it generates and retrains (the calling
+            thread only; restored afterwards). 1 by default: the problem is small, a single thread is
+            fastest on a busy 2-core CPU (OpenMP threads spin when oversubscribed), and it leaves the
+            other core to inference running beside it.
+    """
+
+    def __init__(self, *, kit: ModelKit, text_encoder: TextEncoderLike, generator: torch.nn.Module,
+                 fit_head: Callable[..., Any] | None = None, store: StateStore | None = None,
+                 synthetic_per_category: int = 64, class_weights: dict[str, float] | None = None,
+                 fit_kwargs: dict[str, Any] | None = None, warm_start: bool = True,
+                 verify_text_encoder: bool = True, seed: int = 0, train_threads: int | None = 1):
+        kit.check_text_encoder(text_encoder.identifier, text_encoder.dim)
+        if verify_text_encoder:
+            _verify_text_encoder(kit, text_encoder)
+        if synthetic_per_category < 1:
+            raise ValueError(f"synthetic_per_category must be >= 1, got {synthetic_per_category}")
+        self.kit = kit
+        self.text_encoder = text_encoder
+        self.generator = generator
+        self.fit_head = fit_head or _default_fit_head
+        self.store = store
+        self.synthetic_per_category = int(synthetic_per_category)
+        self.class_weights = {**DEFAULT_CLASS_WEIGHTS, **(class_weights or {})}
+        self.fit_kwargs = dict(fit_kwargs or {})
+        self.warm_start = bool(warm_start)
+        self.seed = int(seed)
+        self.train_threads = train_threads
+        self.last_timings_ms: dict[str, float] = {}
+        self.load_problem: str | None = None       # why a stored state was set aside, if it was
+        self._write_lock = threading.Lock()
+        self._bank_embeds = kit.bank_embeds.float()
+        self._bank_ids = kit.bank_category_ids
+        self._state = self._initial_state()
+        self._snapshot = HeadSnapshot(categories=self._state.categories, weight=self._state.head_weight,
+                                      bias=self._state.head_bias)
+
+    # ------------------------------------------------------------------ readers
+    @property
+    def snapshot(self) -> HeadSnapshot:
+        """The current (categories, head); take it once per frame and use only that object."""
+        return self._snapshot
+
+    @property
+    def version(self) -> int:
+        return self._snapshot.version
+
+    def list(self) -> CategorySet:
+        """The current category set (immutable)."""
+        return self._snapshot.categories
+
+    # ------------------------------------------------------------------ writers
+    def add(self, names: Sequence[str], isthing: bool | Sequence[bool] | None = None) -> list[Category]:
+        """Add categories by name; returns them with their new ids. Raises CategoryError on a bad request.
+
+        ``isthing``: None or empty = all things; a bool for all; or one bool per name.
+        """
+        with self._write_lock, _torch_threads(self.train_threads):
+            t0 = time.perf_counter()
+            state = self._state
+            names, flags = validate_names(names, isthing, state.categories)
+            try:
+                text = torch.from_numpy(np.asarray(self.text_encoder.encode(names), dtype=np.float32))
+            except (ValueError, TypeError, KeyError) as exc:   # e.g. a word outside a fixed vocabulary
+                raise CategoryError(f"the text encoder {self.text_encoder.identifier!r} cannot embed "
+                                    f"these names: {exc}") from exc
+            t1 = time.perf_counter()
+            ids = list(range(state.next_id, state.next_id + len(names)))
+            synthetic = self._generate(text, ids)
+            t2 = time.perf_counter()
+            new = tuple(Category(id=i, name=n, isthing=f, origin="added") for i, n, f in zip(ids, names, flags))
+            categories = CategorySet(state.categories.categories + new, version=state.categories.version + 1,
+                                     text_encoder=state.categories.text_encoder)
+            syn_ids = torch.tensor(ids, dtype=torch.int64).repeat_interleave(self.synthetic_per_category)
+            draft = RegistryState(
+                categories=categories, next_id=ids[-1] + 1, removed_ids=state.removed_ids,
+                head_weight=state.head_weight, head_bias=state.head_bias,
+                synthetic_embeds=torch.cat([state.synthetic_embeds, synthetic]),
+                synthetic_ids=torch.cat([state.synthetic_ids, syn_ids]),
+                added_text_embeds=torch.cat([state.added_text_embeds, text]),
+                added_ids=torch.cat([state.added_ids, torch.tensor(ids, dtype=torch.int64)]))
+            self._commit(draft, t0=t0, extra={"encode": (t1 - t0) * 1e3, "generate": (t2 - t1) * 1e3})
+            return list(new)
+
+    def remove(self, names_or_ids: Sequence[str | int]) -> list[int]:
+        """Remove categories (seen or added) by name or id; returns the removed ids. Retrains the head."""
+        with self._write_lock, _torch_threads(self.train_threads):
+            t0 = time.perf_counter()
+            state = self._state
+            gone = self._validate_remove(names_or_ids, state.categories)
+            keep = tuple(c for c in state.categories if c.id not in gone)
+            categories = CategorySet(keep, version=state.categories.version + 1,
+                                     text_encoder=state.categories.text_encoder)
+            syn_keep = ~torch.isin(state.synthetic_ids, torch.tensor(sorted(gone), dtype=torch.int64))
+            txt_keep = ~torch.isin(state.added_ids, torch.tensor(sorted(gone), dtype=torch.int64))
+            seen_gone = [c.id for c in state.categories if c.id in gone and c.origin == "seen"]
+            draft = RegistryState(
+                categories=categories, next_id=state.next_id,
+                removed_ids=tuple(sorted(set(state.removed_ids) | set(seen_gone))),
+                head_weight=state.head_weight, head_bias=state.head_bias,
+                synthetic_embeds=state.synthetic_embeds[syn_keep], synthetic_ids=state.synthetic_ids[syn_keep],
+                added_text_embeds=state.added_text_embeds[txt_keep], added_ids=state.added_ids[txt_keep])
+            self._commit(draft, t0=t0, extra={})
+            return [c.id for c in state.categories if c.id in gone]
+
+    def warm_up(self) -> float:
+        """Run generate + fit once on a tiny problem, changing nothing, so the first real `add` does not
+        pay one-off costs (torch.optim's first use imports torch._dynamo: seconds). Returns seconds taken."""
+        t0 = time.perf_counter()
+        with self._write_lock, _torch_threads(self.train_threads):
+            state = self._state
+            text = state.added_text_embeds[:1] if len(state.added_ids) else self.kit.text_embeds[:1]
+            fake = self._generate(text, [0])[:2]
+            k = len(state.categories)
+            labels = torch.tensor([0, k], dtype=torch.int64)
+            kwargs = {k_: v for k_, v in self.fit_kwargs.items() if k_ not in ("steps", "init")}
+            self.fit_head(embeds=fake, labels=labels, class_weights=torch.ones(k + 1), steps=1, **kwargs)
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        """Release the state directory's write lock."""
+        if self.store is not None:
+            self.store.close()
+
+    # ------------------------------------------------------------------ internals
+    @staticmethod
+    def _validate_remove(names_or_ids: Sequence[str | int], current: CategorySet) -> set[int]:
+        if isinstance(names_or_ids, (str, int)):
+            names_or_ids = [names_or_ids]
+        items = list(names_or_ids)
+        if not items:
+            raise CategoryError("no categories given")
+        problems, gone = [], []
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, (str, int, np.integer)):
+                problems.append(f"{item!r} is neither a name nor an id")
+                continue
+            cat = current.get(item)
+            if cat is None:
+                problems.append(f"unknown category {item!r}" if isinstance(item, str)
+                                else f"unknown category id {int(item)}")
+            elif cat.id in gone:
+                problems.append(f"category {cat.name!r} (id {cat.id}) is listed more than once")
+            else:
+                gone.append(cat.id)
+        if not problems and len(gone) == len(current):
+            problems.append("cannot remove every category; at least one must remain")
+        if problems:
+            raise CategoryError("; ".join(problems))
+        return set(gone)
+
+    def _generate(self, text: torch.Tensor, ids: list[int]) -> torch.Tensor:
+        """float32 [len(ids)*N, E]: N fake embeddings per name, from noise seeded by ``seed + id``."""
+        from zsp_ros.pading.synthesis import synthesize_embeddings
+
+        chunks = []
+        for row, cat_id in zip(text, ids):       # seeded per id: independent of what is added alongside
+            fake, _ = synthesize_embeddings(self.generator, row[None], [cat_id],
+                                            per_class=self.synthetic_per_category, seed=self.seed + cat_id)
+            chunks.append(fake)
+        out = torch.cat(chunks)
+        if out.shape != (len(ids) * self.synthetic_per_category, self.kit.embed_dim):
+            raise RuntimeError(f"generator returned {list(out.shape)}, expected "
+                               f"[{len(ids) * self.synthetic_per_category}, {self.kit.embed_dim}]")
+        return out
+
+    def _fit(self, state: RegistryState) -> tuple[torch.Tensor, torch.Tensor]:
+        """Retrain the head for ``state.categories`` on real bank + synthetic embeddings."""
+        cats = state.categories
+        k = len(cats)
+        lut_size = max(int(self._bank_ids.max()) if self._bank_ids.numel() else 0, state.next_id) + 1
+        lut = torch.full((lut_size,), k, dtype=torch.int64)                # default: no-object
+        for index, c in enumerate(cats):
+            lut[c.id] = index
+        by_name = {name_key(c.name): index for index, c in enumerate(cats)}
+        for kc in self.kit.categories:      # a removed seen category added again by name keeps its real data
+            if cats.get(kc.id) is None and name_key(kc.name) in by_name:
+                lut[kc.id] = by_name[name_key(kc.name)]
+        labels_real = lut[self._bank_ids]
+        labels_syn = lut[state.synthetic_ids]
+        embeds = torch.cat([self._bank_embeds, state.synthetic_embeds])
+        labels = torch.cat([labels_real, labels_syn])
+        weights = torch.tensor([self.class_weights["added"] if c.origin == "added" else self.class_weights["seen"]
+                                for c in cats] + [self.class_weights["no_object"]], dtype=torch.float32)
+        kwargs = dict(self.fit_kwargs)
+        if self.warm_start and "init" not in kwargs:
+            kwargs["init"] = self._warm_init(state)
+        head = self.fit_head(embeds=embeds, labels=labels, class_weights=weights, **kwargs)
+        weight, bias = _head_tensors(head)
+        if weight.shape != (k + 1, self.kit.embed_dim) or bias.shape != (k + 1,):
+            raise RuntimeError(f"fit_head returned a head of shape {list(weight.shape)}/{list(bias.shape)}, "
+                               f"expected [{k + 1},{self.kit.embed_dim}]/[{k + 1}]")
+        return weight, bias
+
+    def _warm_init(self, state: RegistryState) -> tuple[torch.Tensor, torch.Tensor]:
+        """Initial (weight [K+1,E], bias [K+1]) for ``state.categories`` from the live head."""
+        old = self._state
+        old_w, old_b = old.head_weight, old.head_bias
+        scale = old_w[:-1].norm(dim=1).mean() if old_w.shape[0] > 1 else torch.tensor(1.0)
+        rows, biases = [], []
+        for c in state.categories:
+            if old.categories.get(c.id) is not None:
+                k = old.categories.index_of(c.id)
+                rows.append(old_w[k])
+                biases.append(old_b[k])
+            else:
+                proto = state.synthetic_embeds[state.synthetic_ids == c.id].mean(0)
+                rows.append(proto / proto.norm().clamp(min=1e-6) * scale)
+                biases.append(old_b[:-1].mean() if old_b.numel() > 1 else old_b[-1])
+        rows.append(old_w[-1])
+        biases.append(old_b[-1])
+        return torch.stack(rows).float(), torch.stack(biases).float()
+
+    def _commit(self, draft: RegistryState, *, t0: float, extra: dict[str, float]) -> None:
+        t_fit = time.perf_counter()
+        weight, bias = self._fit(draft)
+        t_save = time.perf_counter()
+        state = RegistryState(**{**draft.__dict__, "head_weight": weight, "head_bias": bias})
+        if self.store is not None:
+            self.store.save(state)           # persist first: a failed save leaves the old snapshot live
+        t_swap = time.perf_counter()
+        self._state = state
+        self._snapshot = HeadSnapshot(categories=state.categories, weight=weight, bias=bias)
+        t_end = time.perf_counter()
+        self.last_timings_ms = {**extra, "fit": (t_save - t_fit) * 1e3, "save": (t_swap - t_save) * 1e3,
+                                "swap": (t_end - t_swap) * 1e3, "total": (t_end - t0) * 1e3}
+
+    def _initial_state(self) -> RegistryState:
+        kit = self.kit
+        fresh = RegistryState(
+            categories=CategorySet(kit.categories.categories, version=1, text_encoder=kit.text_encoder_id),
+            next_id=max(kit.categories.ids) + 1, removed_ids=(),
+            head_weight=kit.head_weight.float().clone(), head_bias=kit.head_bias.float().clone(),
+            synthetic_embeds=torch.zeros((0, kit.embed_dim)), synthetic_ids=torch.zeros((0,), dtype=torch.int64),
+            added_text_embeds=torch.zeros((0, kit.text_encoder_dim)), added_ids=torch.zeros((0,), dtype=torch.int64))
+        if self.store is None:
+            return fresh
+        outcome = self.store.load()
+        if outcome.problem:
+            self.load_problem = outcome.problem
+            log.warning("%s; starting from the kit's categories", outcome.problem)
+        state = outcome.state
+        if state is None:
+            return fresh
+        problem = self._inconsistency(state)
+        if problem:
+            self.load_problem = f"state file {self.store.path} was not used: {problem}"
+            if self.store.writable:
+                moved = self.store.set_aside()
+                self.load_problem += f"; moved to {moved.name}"
+            log.warning("%s; starting from the kit's categories", self.load_problem)
+            return fresh
+        return state
+
+    def _inconsistency(self, state: RegistryState) -> str | None:
+        kit_ids = set(self.kit.categories.ids)
+        for c in state.categories:
+            if c.origin == "seen" and c.id not in kit_ids:
+                return f"seen category {c.name!r} (id {c.id}) is not in the kit"
+        if state.head_weight.shape[1] != self.kit.embed_dim:
+            return f"head width {state.head_weight.shape[1]} != kit embed_dim {self.kit.embed_dim}"
+        if state.synthetic_embeds.ndim != 2 or (state.synthetic_embeds.shape[0] and
+                                                state.synthetic_embeds.shape[1] != self.kit.embed_dim):
+            return "synthetic embeddings do not match the kit's embed_dim"
+        if state.next_id <= max(kit_ids):
+            return f"next_id {state.next_id} is not above the kit's ids"
+        return None
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """Run the block with ``n`` torch intra-op threads in this thread (None: leave as is)."""
+    if n is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _verify_text_encoder(kit: ModelKit, encoder: TextEncoderLike, *, count: int = 4, min_cos: float = 0.99) -> None:
+    from zsp_ros.runtime.kit import BANK_FILE, KitError
+
+    names = kit.categories.names[:count]
+    got = torch.from_numpy(np.asarray(encoder.encode(names), dtype=np.float32))
+    want = kit.text_embeds[:len(names)]
+    cos = torch.nn.functional.cosine_similarity(got, want, dim=1)
+    if bool((cos < min_cos).any()):
+        i = int(torch.argmin(cos))
+        raise KitError(f"kit {kit.root}: the text encoder {encoder.identifier!r} in use embeds {names[i]!r} "
+                       f"differently from {BANK_FILE}:text_embeds (cosine {float(cos[i]):.3f} < {min_cos}); "
+                       f"same identifier, different weights?")
+
+
+def build_registry(kit: ModelKit, *, text_encoder: TextEncoderLike | None = None, state_dir: Any = None,
+                   synthetic_per_category: int | None = None, fit_kwargs: dict[str, Any] | None = None,
+                   seed: int = 0, warm_up: bool = True) -> CategoryRegistry:
+    """The registry for a loaded kit: its text encoder, its primitive generator, its runtime settings
+    (warmed up unless ``warm_up`` is False, see `CategoryRegistry.warm_up`).
+
+    The kit's manifest may hold ``text_encoder.kwargs`` (constructor arguments for
+    `build_text_encoder`) and ``runtime`` = {synthetic_per_category, class_weights, fit_kwargs}.
+    """
+    from zsp_ros.model.primitive_generator import PrimitiveGenerator
+    from zsp_ros.runtime.kit import GENERATOR_FILE, KitError
+    from zsp_ros.runtime.state_store import StateStore
+
+    if text_encoder is None:
+        from zsp_ros.semantics.build import build_text_encoder
+        text_encoder = build_text_encoder(kit.text_encoder_id, **kit.manifest["text_encoder"].get("kwargs", {}))
+    try:
+        generator = PrimitiveGenerator(**kit.generator_config)
+        generator.load_state_dict(kit.generator_state_dict())
+    except (TypeError, RuntimeError, ValueError) as exc:
+        raise KitError(f"kit {kit.root}: {GENERATOR_FILE} / generator_config do not build a "
+                       f"PrimitiveGenerator ({exc})") from None
+    generator.eval()
+    runtime = kit.runtime
+    store = None
+    if state_dir is not None:
+        store = StateStore(state_dir, kit_sha256=kit.sha256, text_encoder=text_encoder.identifier)
+    try:
+        registry = CategoryRegistry(
+            kit=kit, text_encoder=text_encoder, generator=generator, store=store,
+            synthetic_per_category=synthetic_per_category or int(runtime.get("synthetic_per_category", 64)),
+            class_weights=runtime.get("class_weights"),
+            fit_kwargs={**runtime.get("fit_kwargs", {}), **(fit_kwargs or {})}, seed=seed)
+        if warm_up:
+            registry.warm_up()
+        return registry
+    except BaseException:
+        if store is not None:
+            store.close()
+        raise
