@@ -93,35 +93,40 @@ def ms_deform_attn_gather(value: Tensor, spatial_shapes: Tensor, level_start_ind
     shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
     table = _zero_bordered_table(value, shapes)
     rows_total = table.shape[0] * table.shape[1] * m
+    if table.shape[1] >= 2 ** 24:
+        raise ValueError(f"spatial_shapes {shapes}: over 2**24 positions per image, beyond this core's float indexing")
 
     # half-precision locations lose whole pixels at these sizes: do the geometry in >= fp32
     dtype = torch.promote_types(sampling_locations.dtype, torch.float32)
     device = value.device
-    per_point = lambda xs: torch.tensor(xs, device=device).repeat_interleave(p).view(1, k)   # noqa: E731
-    widths = per_point([w for _, w in shapes])                               # int64 [1, L*P]
-    heights = per_point([h for h, _ in shapes])
-    starts = per_point([sum((hh + 2) * (ww + 2) for hh, ww in shapes[:i]) for i in range(ln)])
-    # pixel coordinates (centres at integers, align_corners=False) clamped to the zero border
-    x = sampling_locations[..., 0].reshape(bags, k).to(dtype) * widths.to(dtype) - 0.5
-    y = sampling_locations[..., 1].reshape(bags, k).to(dtype) * heights.to(dtype) - 0.5
-    x = torch.minimum(x.clamp_min(-1.0), widths.to(dtype))
-    y = torch.minimum(y.clamp_min(-1.0), heights.to(dtype))
-    x0 = x.floor()
-    y0 = y.floor()
-    fx = x - x0
-    fy = y - y0
 
-    # row of corner (y0, x0) in the bordered table, then the other corners by fixed steps
-    position = starts + (y0.to(torch.int64) + 1) * (widths + 2) + (x0.to(torch.int64) + 1)   # [B, L*P]
+    def per_point(per_level: list[tuple[int, ...]]) -> Tensor:                # -> [1, L*P, len(tuple)]
+        return torch.tensor(per_level, dtype=dtype, device=device).repeat_interleave(p, 0).view(1, k, -1)
+
+    size_xy = per_point([(w, h) for h, w in shapes])                          # level size (W, H)
+    stride_xy = per_point([(1, w + 2) for _, w in shapes])                    # steps in the bordered level
+    starts = per_point([(sum((hh + 2) * (ww + 2) for hh, ww in shapes[:i]),) for i in range(ln)]).view(1, k)
+    # pixel coordinates (centres at integers, align_corners=False), clamped to the zero border
+    xy = torch.addcmul(torch.tensor(-0.5, dtype=dtype, device=device),
+                       sampling_locations.reshape(bags, k, 2).to(dtype), size_xy)   # [B, L*P, 2]
+    xy = torch.minimum(xy.clamp_min(-1.0), size_xy)
+    xy0 = xy.floor()
+    frac = xy - xy0                                                           # (fx, fy)
+
+    # row of corner (y0, x0) in the bordered table [N, S', M] (exact in float: S' < 2**24), then
+    # the other three corners by fixed steps
+    position = torch.addcmul(starts, xy0[..., 0] + 1, stride_xy[..., 0]).addcmul_(xy0[..., 1] + 1,
+                                                                                  stride_xy[..., 1])
     base = (torch.arange(n, device=device).view(n, 1, 1) * (table.shape[1] * m)
-            + torch.arange(m, device=device).view(1, 1, m)).expand(n, lq, m).reshape(bags, 1)
-    row00 = position * m + base
-    steps = torch.stack((torch.zeros_like(widths), torch.ones_like(widths), widths + 2, widths + 3), 1) * m
-    rows = (row00.unsqueeze(1) + steps).view(bags, 4 * k).clamp_(0, rows_total - 1)   # [B, 4*L*P]
+            + torch.arange(m, device=device).view(1, 1, m)).expand(n, lq, m).reshape(bags, 1, 1)
+    row00 = (position.to(torch.int64) * m).view(bags, 1, k) + base
+    row_step = stride_xy[0, :, 1].to(torch.int64) * m                         # one image row down
+    steps = torch.stack((torch.zeros_like(row_step), torch.full_like(row_step, m), row_step, row_step + m))
+    rows = (row00 + steps.view(1, 4, k)).view(bags, 4 * k).clamp_(0, rows_total - 1)
 
-    wx = torch.stack((1.0 - fx, fx), 1)                                       # [B, 2, L*P]
-    wy = torch.stack((1.0 - fy, fy), 1) * attention_weights.reshape(bags, 1, k).to(dtype)
-    weights = (wy.unsqueeze(2) * wx.unsqueeze(1)).view(bags, 4 * k)          # (y0x0, y0x1, y1x0, y1x1)
+    linear = torch.stack((1.0 - frac, frac), 1)                               # [B, 2 corners, L*P, (x, y)]
+    wy = linear[..., 1] * attention_weights.reshape(bags, 1, k).to(dtype)    # [B, 2, L*P]
+    weights = (wy.unsqueeze(2) * linear[..., 0].unsqueeze(1)).view(bags, 4 * k)   # (y0x0, y0x1, y1x0, y1x1)
     out = F.embedding_bag(rows, table.reshape(rows_total, d), per_sample_weights=weights.to(value.dtype),
                           mode="sum")
     return out.view(n, lq, m * d)
@@ -129,13 +134,16 @@ def ms_deform_attn_gather(value: Tensor, spatial_shapes: Tensor, level_start_ind
 
 def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
                    sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
-    """Deformable attention core, the default: the fastest CPU path for the job at hand.
+    """Deformable attention core, the default ("auto").
 
-    Without autograd (inference, export tracing aside) it is :func:`ms_deform_attn_gather`, about
-    2× faster than the grid_sample reference at R50 COCO shapes. When gradients are needed it is
-    :func:`ms_deform_attn_reference`: ``grid_sampler_2d_backward`` was measured faster than
-    embedding_bag's sort-based backward and than an ``index_add_`` backward on this CPU (see the
-    ``train_*`` numbers of ``zsp bench msda``). Both give the same values (fp32 rounding apart).
+    Without autograd (inference) it is :func:`ms_deform_attn_gather`, 2–4× faster than the
+    grid_sample reference at R50 COCO shapes on this CPU. When gradients are needed it is
+    :func:`ms_deform_attn_reference`, whose ``grid_sampler_2d_backward`` beat embedding_bag's
+    sort-based backward for the synthetic-world model (a full training step: 0.56 vs 0.58 s with
+    1 thread, and clearly faster with 2 threads on a loaded machine); at R50 COCO shapes with 1
+    thread the gather's backward is the faster one (``zsp bench msda``, ``train_*``), so a CPU
+    training run at that size may prefer ``set_msda_core(model, "embedding_bag")``. Both give the
+    same values (fp32 rounding apart).
     """
     if torch.is_grad_enabled() and (value.requires_grad or sampling_locations.requires_grad
                                     or attention_weights.requires_grad):
