@@ -1,0 +1,33 @@
+"""`zsp bench node` on a tiny kit: the JSON it writes has its keys, sane values and its provenance
+(a short real run: the Segmenter in this process, then zsp_node in its own process over DDS)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+from node_fixtures import make_attribute_kit
+
+
+@pytest.mark.timeout(240)
+def test_bench_node_writes_its_measurements(tmp_path):
+    from zsp_ros.bench import node as bench
+
+    kit = make_attribute_kit(tmp_path / "kit")
+    out = tmp_path / "node.json"
+    args = argparse.Namespace(out=str(out), kit=str(kit), width=96, height=64, short_side=0, max_long_side=0, frames=4, warmup=1,
+                              overload_s=1.0, input_reliability="reliable", threads=1, seed=0)
+    assert bench.run(args) == 0
+    result = json.loads(out.read_text())
+    for key in ("e2e_over_forward", "e2e_ms_p50", "forward_ms_p50", "rss_mb", "achieved_rate_hz", "drops_at_2x",
+                "forward_inprocess_ms_p50"):
+        assert isinstance(result[key], (int, float)), key
+    assert result["e2e_over_forward"] == pytest.approx(result["e2e_ms_p50"] / result["forward_ms_p50"], rel=1e-2)
+    assert result["e2e_ms_p50"] > result["forward_ms_p50"] > 0
+    assert result["forward_ms_p50"] == result["node"]["node_model_ms"]["p50"]
+    assert result["network_input_hw"] == [64, 64] and result["frame_hw"] == [64, 96]
+    overload = result["node"]["overload"]
+    assert overload["frames_sent"] >= overload["frames_received"] > 0
+    assert result["node"]["node_exit_code"] == 0 and result["rss_mb"] > 100
+    assert int(result["node"]["node_diagnostics_closed_loop"]["frames_processed"]) >= 5
+    assert result["provenance"]["command"][:3] == ["zsp", "bench", "node"] and "machine" in result["provenance"]

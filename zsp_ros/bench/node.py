@@ -1,0 +1,228 @@
+"""`zsp bench node --out results/node.json`: zsp_node's end-to-end latency over DDS against the bare
+model forward, its sustainable rate, and its behaviour at twice that rate.
+
+1. **in-process forward** (this process, node not yet started): the kit's Segmenter on one
+   synthetic-world camera frame (``--width`` x ``--height``, default 640 x 480): the backend's
+   network call alone (the Segmenter's "model" stage) and the whole ``segment`` call.
+2. **closed loop** (zsp_node as its own process, autostarted): publish one Image, wait for its
+   PanopticSegmentation, repeat. ``e2e_ms`` = publish -> result received (this process's clock);
+   ``forward_ms`` = the bare network forward the node reports in each of those results
+   (``model_ms``: same process, same moments). ``e2e_over_forward`` = e2e p50 / forward p50
+   (goal <= 1.10).
+3. **overload**: publish at twice the sustainable rate (1000 / e2e p50) for ``--overload-s``
+   seconds; ``achieved_rate_hz`` = results per second, ``drop_fraction`` = frames without a result
+   (the node keeps the newest frame only, so latency stays bounded: ``overload_e2e_ms_p50``).
+4. **memory**: the node process's resident set (``rss_mb``) and peak (``peak_rss_mb``).
+
+Runs sequentially so the two processes never compete for the CPU during a measurement. The JSON
+holds the machine, versions and the command (zsp_ros.utils.provenance).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="results/node.json", help="JSON file to write")
+    parser.add_argument("--kit", default="", help="model kit (default: the embedded kit)")
+    parser.add_argument("--width", type=int, default=640, help="camera frame width (pixels)")
+    parser.add_argument("--height", type=int, default=480, help="camera frame height (pixels)")
+    parser.add_argument("--short-side", type=int, default=0,
+                        help="network input short side (pixels); 0 = the kit's resize rule")
+    parser.add_argument("--max-long-side", type=int, default=0,
+                        help="network input long-side cap (pixels); 0 = the kit's resize rule")
+    parser.add_argument("--frames", type=int, default=30, help="closed-loop frames timed")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed frames first")
+    parser.add_argument("--overload-s", type=float, default=10.0, help="seconds at 2x the sustainable rate")
+    parser.add_argument("--input-reliability", choices=("reliable", "best_effort"), default="reliable",
+                        help="the node's image QoS (default reliable: on a loaded host, best-effort UDP loses "
+                             "fragments of 1 MB frames, which would measure the transport, not the node)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads in both processes (0 = torch's default); on a shared machine a "
+                             "busy neighbour can make 2 spinning threads far slower than 1")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _frame(width: int, height: int, seed: int) -> np.ndarray:
+    from zsp_ros.data.synth_render import render_scene
+    from zsp_ros.data.synth_world import world_categories
+
+    cats = world_categories()
+    scene = render_scene(np.random.default_rng(seed), height=height, width=width,
+                         things=[c for c in cats if c["isthing"]], stuff=[c for c in cats if not c["isthing"]])
+    return scene.image
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p90": None, "p99": None}
+    arr = np.asarray(values, dtype=np.float64)
+    return {f"p{q}": round(float(np.percentile(arr, q)), 2) for q in (50, 90, 99)}
+
+
+def _node_diagnostics(client: Any) -> dict[str, str]:
+    """The node's latest /diagnostics values (its own counters and per-stage latencies), waiting
+    for one published after now (the node publishes every diagnostics_period_s)."""
+    count = len(client.messages("/diagnostics"))
+    try:
+        msg = client.wait_for("/diagnostics", timeout=10.0, after=count)
+    except TimeoutError:
+        return {}
+    return {kv.key: kv.value for kv in msg.status[0].values}
+
+
+def measure_forward(kit: Path, image: np.ndarray, *, short_side: int, max_long_side: int = 0, frames: int,
+                    warmup: int) -> dict[str, Any]:
+    """In-process Segmenter timings (ms) on ``image``."""
+    from zsp_ros.runtime.segmenter import Segmenter
+
+    with Segmenter.from_kit(kit, short_side=short_side or None, max_long_side=max_long_side or None,
+                            semantic=False) as segmenter:
+        for _ in range(warmup):
+            segmenter.segment(image)
+        timings = [segmenter.segment(image).timings_ms for _ in range(frames)]
+        from zsp_ros.runtime.preprocess import preprocess
+        _, geometry = preprocess(image, short_side=segmenter.short_side, max_long_side=segmenter.max_long_side,
+                                 size_divisibility=segmenter.size_divisibility, fixed_hw=segmenter.fixed_hw)
+    return {"forward_ms": _percentiles([t["model"] for t in timings]),
+            "segment_ms": _percentiles([t["total"] for t in timings]),
+            "network_input_hw": list(geometry.padded_hw)}
+
+
+def measure_node(kit: Path, image: np.ndarray, *, short_side: int, max_long_side: int = 0, frames: int, warmup: int,
+                 overload_s: float, workdir: Path, reliability: str = "reliable", threads: int = 0) -> dict[str, Any]:
+    """Closed-loop and overload runs against zsp_node in its own process."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from zsp_msgs.msg import PanopticSegmentation
+
+    from zsp_ros.node.client import ZspClient
+    from zsp_ros.node.image_conversion import numpy_to_image
+    from zsp_ros.node.launcher import ChildProgram, ros_args
+
+    namespace = f"/zsp_bench_{os.getpid()}"
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    params = {"kit": str(kit.resolve()), "autostart": True, "input_short_side": short_side,
+              "input_max_long_side": max_long_side,
+              "publish_semantic": False, "publish_overlay": False, "input_reliability": reliability}
+    arrivals: dict[tuple[int, int], tuple[float, Any]] = {}
+    with ChildProgram(name="zsp_node", module="zsp_ros.node.main", args=ros_args(namespace, params),
+                      log_path=workdir / "node.log",
+                      env_extra={"OMP_NUM_THREADS": str(threads)} if threads else None) as node, \
+            ZspClient(namespace=namespace, name="zsp_bench_client") as client:
+        client.subscribe("panoptic", PanopticSegmentation, keep=False, on_message=lambda t, m: arrivals.__setitem__(
+            (m.header.stamp.sec, m.header.stamp.nanosec), (t, m)))
+        client.subscribe("/diagnostics", DiagnosticArray)
+        pub = client.node.create_publisher(Image, "image", QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE))
+        msg = numpy_to_image(image, "rgb8")
+        deadline = time.monotonic() + 180
+        while pub.get_subscription_count() < 1:
+            if not node.alive or time.monotonic() > deadline:
+                raise RuntimeError(f"zsp_node did not become active:\n{node.log_tail()}")
+            time.sleep(0.1)
+
+        def publish() -> tuple[tuple[int, int], float]:
+            now = time.time()
+            msg.header.stamp.sec, msg.header.stamp.nanosec = int(now), int((now % 1) * 1e9)
+            pub.publish(msg)
+            return (msg.header.stamp.sec, msg.header.stamp.nanosec), now
+
+        closed, node_model = [], []
+        for i in range(warmup + frames):
+            for _attempt in range(3):              # a frame lost in discovery's first moments is re-sent
+                key, sent = publish()
+                end = time.monotonic() + 30
+                while key not in arrivals and time.monotonic() < end:
+                    time.sleep(0.0005)
+                if key in arrivals:
+                    break
+            else:
+                raise RuntimeError(f"no result for 3 frames in a row:\n{node.log_tail()}")
+            if i >= warmup:
+                arrival, result = arrivals[key]
+                closed.append((arrival - sent) * 1e3)
+                node_model.append(result.model_ms)
+        in_node = _node_diagnostics(client)            # after the closed loop, before the overload
+        e2e_p50 = float(np.percentile(closed, 50))
+        sustainable_hz = 1000.0 / e2e_p50
+        rate = 2.0 * sustainable_hz
+        sent_keys, sent_at = [], {}
+        start = time.monotonic()
+        k = 0
+        while time.monotonic() - start < overload_s:
+            target = start + k / rate
+            delay = target - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            key, sent = publish()
+            sent_keys.append(key)
+            sent_at[key] = sent
+            k += 1
+        time.sleep(max(2.0, 3 * e2e_p50 / 1e3))      # drain
+        got = [key for key in sent_keys if key in arrivals]
+        overload = [(arrivals[key][0] - sent_at[key]) * 1e3 for key in got]
+        memory = node.memory_mb()
+        after_overload = _node_diagnostics(client)
+        code = node.stop()
+    return {"e2e_ms": _percentiles(closed), "node_model_ms": _percentiles(node_model),
+            "node_diagnostics_closed_loop": in_node, "node_diagnostics_after_overload": after_overload,
+            "sustainable_rate_hz": round(sustainable_hz, 2),
+            "overload": {"input_rate_hz": round(rate, 2), "seconds": overload_s, "frames_sent": len(sent_keys),
+                         "frames_received": len(got), "drop_fraction": round(1 - len(got) / max(len(sent_keys), 1), 3),
+                         "achieved_rate_hz": round(len(got) / overload_s, 2), "e2e_ms": _percentiles(overload)},
+            **memory, "node_exit_code": code}
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from zsp_ros.node.parameters import resolve_kit
+    from zsp_ros.utils.provenance import provenance, write_json
+
+    kit = resolve_kit(args.kit)
+    if not kit.is_dir():
+        print(f"zsp bench node: kit {kit} not found" + ("" if args.kit else " (embedded kit not installed; pass --kit)"))
+        return 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    image = _frame(args.width, args.height, args.seed)
+    forward = measure_forward(kit, image, short_side=args.short_side, max_long_side=args.max_long_side,
+                              frames=args.frames, warmup=args.warmup)
+    with tempfile.TemporaryDirectory(prefix="zsp_bench_node_") as tmp:
+        node = measure_node(kit, image, short_side=args.short_side, max_long_side=args.max_long_side,
+                            frames=args.frames, warmup=args.warmup,
+                            overload_s=args.overload_s, workdir=Path(tmp), reliability=args.input_reliability,
+                            threads=args.threads)
+    # The bare forward is the node's own "model" stage on the very frames whose end-to-end time was
+    # measured: the same process and moment, so a busy neighbour cannot skew the ratio. The forward
+    # measured in this process beforehand is kept as a cross-check.
+    e2e_p50, forward_p50 = node["e2e_ms"]["p50"], node["node_model_ms"]["p50"]
+    result = {
+        "e2e_over_forward": round(e2e_p50 / forward_p50, 3),
+        "e2e_ms_p50": e2e_p50, "forward_ms_p50": forward_p50,
+        "forward_inprocess_ms_p50": forward["forward_ms"]["p50"], "segment_inprocess_ms_p50": forward["segment_ms"]["p50"],
+        "rss_mb": node.get("rss_mb"), "peak_rss_mb": node.get("peak_rss_mb"),
+        "achieved_rate_hz": node["overload"]["achieved_rate_hz"],
+        "drops_at_2x": node["overload"]["drop_fraction"],
+        "goal_e2e_over_forward": 1.10,
+        "frame_hw": [args.height, args.width], "input_reliability": args.input_reliability, "network_input_hw": forward["network_input_hw"],
+        "kit": str(kit), "torch_threads": torch.get_num_threads(),
+        "forward": forward, "node": node,
+        "provenance": provenance(["zsp", "bench", "node", *[f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()]]),
+    }
+    write_json(args.out, result)
+    print(f"zsp bench node: e2e p50 {e2e_p50} ms / forward p50 {forward_p50} ms = {result['e2e_over_forward']} "
+          f"(goal <= 1.10); network input {forward['network_input_hw']}; in-process forward p50 "
+          f"{result['forward_inprocess_ms_p50']} ms; "
+          f"at 2x ({node['overload']['input_rate_hz']} Hz): {node['overload']['achieved_rate_hz']} Hz out, "
+          f"{100 * node['overload']['drop_fraction']:.0f} % dropped; node RSS {node.get('rss_mb')} MB -> {args.out}")
+    return 0

@@ -1,0 +1,257 @@
+"""The parameters of ``zsp_node``: names, types, descriptions, when they apply, and validators.
+
+Defaults are NOT written here: they live in ``config/zsp.yaml`` (ROS params-file format) and are
+read by `load_defaults`. ``tests/test_node_parameters.py`` checks the spec against that file.
+
+Each parameter applies at one moment (``ParamSpec.applies``):
+
+- ``"configure"``: read by ``on_configure`` (kit, backend, QoS, ...); refused while the node is
+  configured, because a new value would silently not take effect until the next configure.
+- ``"live"``: read for every frame (thresholds, what to publish, rate cap); may change any time.
+- ``"startup"``: read once by the constructor (``autostart``).
+
+A validator takes the value and returns ``None`` when it is acceptable, else the reason it is not
+(a sentence meant for the user: logs, ``SetParametersResult.reason``). Importing this module needs
+only PyYAML; rcl_interfaces is imported by `descriptor`.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+NODE_NAME = "zsp_node"
+CONFIG_FILE = "zsp.yaml"
+APPLIES = ("configure", "live", "startup")
+Validator = Callable[[Any], "str | None"]
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter.
+
+    Attributes:
+        name: the ROS parameter name.
+        type: the Python type of its value (bool, int, float or str); ROS types follow from it.
+        description: one sentence for ``ros2 param describe``.
+        applies: "configure", "live" or "startup" (module docstring).
+        constraints: human-readable allowed values (ParameterDescriptor.additional_constraints).
+        validate: value -> None if acceptable, else the reason.
+    """
+    name: str
+    type: type
+    description: str
+    applies: str
+    constraints: str
+    validate: Validator
+
+
+# ------------------------------------------------------------------ validators
+
+def _type_problem(value: Any, want: type) -> str | None:
+    if want is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif want is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, want)
+    return None if ok else f"must be a {want.__name__}, got {type(value).__name__} {value!r}"
+
+
+def _one_of(*choices: str) -> Validator:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}; got {value!r}"
+    return check
+
+
+def _backend(value: Any) -> str | None:
+    from zsp_ros.runtime.backends import BACKENDS  # a plain dict; importing it loads no backend
+    if value in BACKENDS:
+        return None
+    return f"unknown backend {value!r}; this installation has {', '.join(sorted(BACKENDS))}"
+
+
+_DEVICE = re.compile(r"cpu|cuda(:[0-9]+)?")
+
+
+def _device(value: Any) -> str | None:
+    return None if _DEVICE.fullmatch(str(value)) else f"must be 'cpu', 'cuda' or 'cuda:N'; got {value!r}"
+
+
+def _path_or_empty(what: str) -> Validator:
+    def check(value: Any) -> str | None:
+        if value != value.strip():
+            return f"{what} {value!r} has leading or trailing whitespace"
+        if "\x00" in value:
+            return f"{what} contains a NUL character"
+        return None
+    return check
+
+
+def _unit_interval(value: Any) -> str | None:
+    v = float(value)
+    return None if 0.0 <= v <= 1.0 else f"must lie in [0, 1]; got {value!r}"
+
+
+def _size_or_zero(value: Any) -> str | None:
+    if value == 0:
+        return None
+    return None if 32 <= value <= 8192 else f"must be 0 (the kit's) or a size in [32, 8192] pixels; got {value!r}"
+
+
+def _rate(value: Any) -> str | None:
+    v = float(value)
+    return None if math.isfinite(v) and 0.0 <= v <= 1000.0 else \
+        f"must be 0 (no cap) or a rate in (0, 1000] frames per second; got {value!r}"
+
+
+def _period(value: Any) -> str | None:
+    v = float(value)
+    return None if math.isfinite(v) and 0.05 <= v <= 3600.0 else \
+        f"must be a period in [0.05, 3600] seconds; got {value!r}"
+
+
+def _any(value: Any) -> str | None:
+    return None
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("kit", str, "Model kit directory; empty = the embedded kit (zsp_ros/kits/default).",
+              "configure", "an existing kit directory, or empty", _path_or_empty("kit path")),
+    ParamSpec("backend", str, "Inference backend that runs the network.",
+              "configure", "torch, onnxruntime or tensorrt (those installed)", _backend),
+    ParamSpec("device", str, "Device the backend runs on.", "configure", "cpu, cuda or cuda:N", _device),
+    ParamSpec("precision", str, "Numeric precision of the network (fp16 needs a CUDA device).",
+              "configure", "fp32 or fp16", _one_of("fp32", "fp16")),
+    ParamSpec("state_dir", str, "Directory where added and removed categories persist across restarts; "
+              "empty = in memory only.", "configure", "a writable directory, or empty",
+              _path_or_empty("state directory")),
+    ParamSpec("input_short_side", int, "Network input: resize the image's short side to this many "
+              "pixels; 0 = the kit's value.", "configure", "0 or 32..8192", _size_or_zero),
+    ParamSpec("input_max_long_side", int, "Network input: cap the long side at this many pixels; "
+              "0 = the kit's value.", "configure", "0 or 32..8192", _size_or_zero),
+    ParamSpec("input_reliability", str, "QoS reliability of the image subscriptions (KEEP_LAST, depth 1); "
+              "best_effort follows REP 2003 for sensor data.", "configure", "best_effort or reliable",
+              _one_of("best_effort", "reliable")),
+    ParamSpec("subscribe_compressed", bool, "Also subscribe to image/compressed "
+              "(sensor_msgs/CompressedImage, JPEG or PNG).", "configure", "true or false", _any),
+    ParamSpec("diagnostics_period_s", float, "Period of the /diagnostics messages, seconds.",
+              "configure", "0.05..3600", _period),
+    ParamSpec("object_mask_threshold", float, "Keep a query whose class probability exceeds this "
+              "(Mask2Former panoptic inference).", "live", "0..1", _unit_interval),
+    ParamSpec("overlap_threshold", float, "Keep a mask when at least this share of it stays visible after "
+              "overlaps are resolved (Mask2Former panoptic inference).", "live", "0..1", _unit_interval),
+    ParamSpec("publish_semantic", bool, "Publish the semantic map on 'semantic' (16UC1 category ids).",
+              "live", "true or false", _any),
+    ParamSpec("publish_overlay", bool, "Publish the rgb8 overlay on 'overlay' (for rviz).",
+              "live", "true or false", _any),
+    ParamSpec("max_rate_hz", float, "Process at most this many frames per second (newer frames replace "
+              "waiting ones); 0 = as fast as possible.", "live", "0..1000", _rate),
+    ParamSpec("autostart", bool, "Configure and activate at start-up, without a lifecycle manager.",
+              "startup", "true or false", _any),
+)
+SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
+
+
+def check_value(name: str, value: Any) -> str | None:
+    """None if ``value`` is acceptable for parameter ``name``, else the reason (naming the parameter)."""
+    spec = SPECS.get(name)
+    if spec is None:
+        return f"{name}: not a parameter of {NODE_NAME}"
+    problem = _type_problem(value, spec.type) or spec.validate(value)
+    return None if problem is None else f"{name}: {problem}"
+
+
+def check_all(values: Mapping[str, Any]) -> list[str]:
+    """Every problem of a full set of values (missing parameters included), in spec order."""
+    problems = [f"{p.name}: missing" for p in PARAMETERS if p.name not in values]
+    problems += [msg for p in PARAMETERS if p.name in values
+                 for msg in [check_value(p.name, values[p.name])] if msg]
+    return problems
+
+
+# ------------------------------------------------------------------ defaults (config/zsp.yaml)
+
+def default_config_path() -> Path:
+    """config/zsp.yaml: the source checkout's, else the installed package share's.
+
+    Raises FileNotFoundError listing where it looked.
+    """
+    candidates = [Path(__file__).resolve().parents[2] / "config" / CONFIG_FILE,
+                  Path(sys.prefix) / "share" / "zsp_ros" / "config" / CONFIG_FILE]
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        candidates.append(Path(get_package_share_directory("zsp_ros")) / "config" / CONFIG_FILE)
+    except Exception:       # ament_index absent, or the package not in the index: not an error here
+        pass
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"{CONFIG_FILE} not found; looked at {', '.join(map(str, candidates))}")
+
+
+def node_section(document: Any, *, source: str) -> dict[str, Any]:
+    """The ``ros__parameters`` mapping of the zsp_node entry of a params-file document.
+
+    Accepts the keys ``zsp_node``, ``/zsp_node``, ``/**/zsp_node`` and ``/**``, as rcl does.
+    """
+    if not isinstance(document, Mapping):
+        raise ValueError(f"{source}: expected a mapping of node names, got {type(document).__name__}")
+    keys = [k for k in document if isinstance(k, str) and
+            (k.strip("/") == NODE_NAME or k.endswith("/" + NODE_NAME) or k == "/**")]
+    if len(keys) != 1:
+        raise ValueError(f"{source}: expected exactly one entry for {NODE_NAME} (e.g. '/**/{NODE_NAME}'), "
+                         f"found {keys or 'none'} among {list(document)}")
+    entry = document[keys[0]]
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("ros__parameters"), Mapping):
+        raise ValueError(f"{source}: {keys[0]} must hold a 'ros__parameters' mapping")
+    return dict(entry["ros__parameters"])
+
+
+def load_defaults(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The default of every parameter, from ``path`` (default: `default_config_path`).
+
+    Raises ValueError naming the file when a parameter is missing, unknown, or has a bad default.
+    """
+    import yaml
+
+    path = Path(path) if path is not None else default_config_path()
+    with path.open(encoding="utf-8") as f:
+        values = node_section(yaml.safe_load(f), source=str(path))
+    unknown = sorted(set(values) - set(SPECS))
+    problems = ([f"unknown parameter(s) {unknown}"] if unknown else []) + check_all(values)
+    if problems:
+        raise ValueError(f"{path}: " + "; ".join(problems))
+    return {p.name: (float(values[p.name]) if p.type is float else values[p.name]) for p in PARAMETERS}
+
+
+# ------------------------------------------------------------------ ROS descriptors
+
+def descriptor(spec: ParamSpec) -> Any:
+    """rcl_interfaces/ParameterDescriptor of ``spec`` (type, description, constraints, ranges)."""
+    from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, ParameterType
+
+    ros_type = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
+                float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}[spec.type]
+    text = spec.description + {"configure": " Read at configure.", "live": " Applies at once.",
+                               "startup": " Read at start-up."}[spec.applies]
+    d = ParameterDescriptor(name=spec.name, type=ros_type, description=text,
+                            additional_constraints=spec.constraints, read_only=spec.applies == "startup")
+    if spec.validate is _unit_interval:
+        d.floating_point_range = [FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0)]
+    elif spec.validate is _rate:
+        d.floating_point_range = [FloatingPointRange(from_value=0.0, to_value=1000.0, step=0.0)]
+    elif spec.validate is _period:
+        d.floating_point_range = [FloatingPointRange(from_value=0.05, to_value=3600.0, step=0.0)]
+    return d
+
+
+def resolve_kit(value: str) -> Path:
+    """The kit directory a ``kit`` parameter value names: "" = the embedded default kit."""
+    if value:
+        return Path(value).expanduser()
+    return Path(__file__).resolve().parents[1] / "kits" / "default"
