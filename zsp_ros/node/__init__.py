@@ -1,8 +1,12 @@
 """The ROS 2 layer of zsp_ros: messages in, messages out (imports point node -> runtime).
 
-- ``image_conversion``: sensor_msgs/Image and CompressedImage <-> numpy without cv_bridge
-  (encodings, padded rows, endianness, JPEG/PNG), used by the node to read camera images
-  and to publish id images, semantic maps and overlays.
+- ``zsp_node``: the LifecycleNode (topics, services, diagnostics) over ``runtime.Segmenter``.
+- ``parameters``: the parameter spec; defaults come from config/zsp.yaml only.
+- ``frame_input`` / ``frame_stats``: one-frame mailbox with drop/malformed counting; diagnostics.
+- ``messages``: pure builders of PanopticSegmentation, CategorySet, semantic and overlay images.
+- ``image_conversion``: sensor_msgs/Image and CompressedImage <-> numpy without cv_bridge.
+- ``client``, ``launcher``, ``synthetic_camera``: the pieces `zsp demo` and `zsp bench node` use.
+- ``main``: ``zsp_node`` / ``zsp node`` entry point.
 
 rclpy and the message packages are imported inside the modules that need them, never here,
 so ``import zsp_ros.node`` works on a machine without ROS 2.
