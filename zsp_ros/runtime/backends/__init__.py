@@ -15,8 +15,20 @@ def _torch_backend(kit: Any, **options: Any) -> Backend:
     return TorchBackend.from_kit(kit, **options)
 
 
+def _onnxruntime_backend(kit: Any, **options: Any) -> Backend:
+    from zsp_ros.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    return OnnxRuntimeBackend.from_kit(kit, **options)
+
+
+def _tensorrt_backend(kit: Any, **options: Any) -> Backend:
+    from zsp_ros.runtime.backends.tensorrt_backend import TensorRTBackend
+    return TensorRTBackend.from_kit(kit, **options)
+
+
 BACKENDS: dict[str, Callable[..., Backend]] = {
     "torch": _torch_backend,
+    "onnxruntime": _onnxruntime_backend,
+    "tensorrt": _tensorrt_backend,
 }
 
 
