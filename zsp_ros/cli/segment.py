@@ -3,6 +3,11 @@
 Writes, per image, ``DIR/panoptic/<stem>.png`` (COCO panoptic: id = R + 256 G + 256² B) and
 ``DIR/overlay/<stem>.png`` (colours, outlines, labels), and for all images one
 ``DIR/panoptic.json`` in the COCO panoptic format (images, annotations, categories).
+
+Backends with a fixed-size network file take it as an option: ``--backend onnxruntime --onnx
+model.onnx`` (from `zsp export onnx --msda portable`) or ``--backend tensorrt --engine model.engine``
+(from `zsp engine build`); any other backend option as ``--backend-option KEY=VALUE`` (repeatable,
+e.g. ``threads=1``, ``size=480x640``). Images of any size are resized to fit the file's H x W.
 """
 from __future__ import annotations
 
@@ -22,11 +27,68 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="torch", help="inference backend (default torch)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16"), help="fp16 needs CUDA")
+    parser.add_argument("--onnx", default=None, metavar="FILE",
+                        help="ONNX export of the kit's network (onnxruntime: `--msda portable`; tensorrt: build "
+                             "or reuse a cached engine from it)")
+    parser.add_argument("--engine", default=None, metavar="FILE",
+                        help="serialized TensorRT engine with its sidecar (tensorrt backend)")
+    parser.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra backend option, repeatable; VALUE is read as an int, float, "
+                             "true/false, or else a string (e.g. threads=1, size=480x640)")
     parser.add_argument("--object-mask-threshold", type=float, default=0.8,
                         help="minimum class probability of a segment (default 0.8)")
     parser.add_argument("--overlap-threshold", type=float, default=0.8,
                         help="minimum visible fraction of a segment's own mask (default 0.8)")
     parser.add_argument("--no-overlay", action="store_true", help="skip the overlay PNGs")
+
+
+FILE_OPTIONS = {"onnx": ("onnxruntime", "tensorrt"), "engine": ("tensorrt",)}   # option -> backends reading it
+
+
+def _option_value(text: str) -> bool | int | float | str:
+    """A ``--backend-option`` value: true/false -> bool, then int, then float, else the string itself."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def backend_options(args: argparse.Namespace) -> dict[str, object]:
+    """The backend's keyword options from ``--onnx``, ``--engine`` and ``--backend-option KEY=VALUE``.
+
+    Raises ValueError naming the bad argument: a malformed KEY=VALUE, a key given twice, a file
+    option the chosen backend does not read, or a file that does not exist.
+    """
+    options: dict[str, object] = {}
+    for item in args.backend_option:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--backend-option {item!r}: expected KEY=VALUE with KEY a name, e.g. threads=1")
+        if key in options:
+            raise ValueError(f"--backend-option {key} is given twice")
+        options[key] = _option_value(value.strip())
+    for key in FILE_OPTIONS:
+        path = getattr(args, key)
+        if path is None:
+            continue
+        if key in options:
+            raise ValueError(f"--{key} and --backend-option {key}=... both given; use one")
+        options[key] = path
+    for key, backends in FILE_OPTIONS.items():
+        if key not in options:
+            continue
+        if args.backend not in backends:
+            raise ValueError(f"--{key} is read by the {' and '.join(backends)} backend"
+                             f"{'s' if len(backends) > 1 else ''} only, not by --backend {args.backend}")
+        if not Path(str(options[key])).expanduser().is_file():
+            raise ValueError(f"--{key} {options[key]}: no such file")
+        options[key] = str(Path(str(options[key])).expanduser())
+    return options
 
 
 def _unique_stems(paths: list[Path]) -> list[str]:
@@ -51,12 +113,19 @@ def run(args: argparse.Namespace) -> int:
     from zsp_ros.utils.provenance import atomic_write_bytes, write_json
 
     try:
+        options = backend_options(args)
         kit = args.kit or default_kit_dir()
         segmenter = Segmenter.from_kit(kit, backend=args.backend, device=args.device, precision=args.precision,
                                        state_dir=args.state, object_mask_threshold=args.object_mask_threshold,
-                                       overlap_threshold=args.overlap_threshold)
+                                       overlap_threshold=args.overlap_threshold, backend_options=options)
     except (KitError, StateLockedError, ValueError, RuntimeError) as exc:
         print(f"zsp segment: error: {exc}", file=sys.stderr)
+        return 2
+    except TypeError as exc:             # an option the backend's factory does not take
+        if not options:
+            raise
+        print(f"zsp segment: error: backend {args.backend!r} refused the options {sorted(options)}: {exc}",
+              file=sys.stderr)
         return 2
     with segmenter:
         if segmenter.registry.load_problem:

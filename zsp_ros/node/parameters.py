@@ -127,6 +127,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("device", str, "Device the backend runs on.", "configure", "cpu, cuda or cuda:N", _device),
     ParamSpec("precision", str, "Numeric precision of the network (fp16 needs a CUDA device).",
               "configure", "fp32 or fp16", _one_of("fp32", "fp16")),
+    ParamSpec("onnx_path", str, "ONNX export of the kit's network for the onnxruntime backend (`zsp export "
+              "onnx --msda portable`) or for the tensorrt backend to build an engine from; empty = none.",
+              "configure", "an existing .onnx file (backend onnxruntime or tensorrt), or empty",
+              _path_or_empty("ONNX path")),
+    ParamSpec("engine_path", str, "Serialized TensorRT engine (with its JSON sidecar, `zsp engine build`) "
+              "for the tensorrt backend; empty = none.", "configure",
+              "an existing engine file (backend tensorrt), or empty", _path_or_empty("engine path")),
     ParamSpec("state_dir", str, "Directory where added and removed categories persist across restarts; "
               "empty = in memory only.", "configure", "a writable directory, or empty",
               _path_or_empty("state directory")),
@@ -172,6 +179,50 @@ def check_all(values: Mapping[str, Any]) -> list[str]:
     problems += [msg for p in PARAMETERS if p.name in values
                  for msg in [check_value(p.name, values[p.name])] if msg]
     return problems
+
+
+# ------------------------------------------------------------------ backend files (checked at configure)
+
+FILE_PARAMETERS = {"onnx_path": ("onnx", ("onnxruntime", "tensorrt")),   # parameter -> (backend option,
+                   "engine_path": ("engine", ("tensorrt",))}             #               backends reading it)
+
+
+def check_backend_files(values: Mapping[str, Any]) -> list[str]:
+    """Problems of the backend file parameters against ``backend``, and the files themselves.
+
+    A file parameter is refused when the chosen backend does not read it or when nothing is there;
+    onnxruntime needs ``onnx_path`` and tensorrt ``engine_path`` or ``onnx_path``. Checked at
+    configure only: the parameters may be set one at a time, in any order, before it.
+    """
+    backend = values.get("backend")
+    problems = []
+    for name, (_, backends) in FILE_PARAMETERS.items():
+        path = values.get(name) or ""
+        if not path:
+            continue
+        if backend not in backends:
+            problems.append(f"{name}: set to {path!r} but backend is {backend!r}; {name} is read by the "
+                            f"{' and '.join(backends)} backend{'s' if len(backends) > 1 else ''} only "
+                            f"(clear it or change backend)")
+        elif not Path(path).expanduser().is_file():
+            problems.append(f"{name}: no file at {path!r}")
+    if backend == "onnxruntime" and not values.get("onnx_path"):
+        problems.append("onnx_path: the onnxruntime backend runs a fixed-size ONNX file; export one with "
+                        "`zsp export onnx --kit KIT --size HxW --msda portable` and set onnx_path")
+    if backend == "tensorrt" and not values.get("engine_path") and not values.get("onnx_path"):
+        problems.append("engine_path: the tensorrt backend needs engine_path (`zsp engine build`) or onnx_path "
+                        "(an export to build an engine from); both are empty")
+    return problems
+
+
+def backend_options(values: Mapping[str, Any]) -> dict[str, str]:
+    """The backend factory's file options from the parameters (``onnx``, ``engine``); {} for torch.
+
+    Call after `check_backend_files` found no problem.
+    """
+    backend = values.get("backend")
+    return {option: str(Path(values[name]).expanduser()) for name, (option, backends) in FILE_PARAMETERS.items()
+            if values.get(name) and backend in backends}
 
 
 # ------------------------------------------------------------------ defaults (config/zsp.yaml)

@@ -122,6 +122,7 @@ class ZspNode(LifecycleNode):
         parameters or an unloadable kit / backend / state directory (logged); nothing is held."""
         values = self._values()
         problems = params.check_all(values)
+        problems = problems or params.check_backend_files(values)
         if problems:
             self.get_logger().error("configure refused: " + "; ".join(problems))
             return FAILURE
@@ -134,12 +135,13 @@ class ZspNode(LifecycleNode):
                 state_dir=values["state_dir"] or None, short_side=values["input_short_side"] or None,
                 max_long_side=values["input_max_long_side"] or None,
                 object_mask_threshold=values["object_mask_threshold"],
-                overlap_threshold=values["overlap_threshold"], semantic=values["publish_semantic"])
+                overlap_threshold=values["overlap_threshold"], semantic=values["publish_semantic"],
+                backend_options=params.backend_options(values))
         except Exception as exc:
             hint = " (the embedded kit is not installed: set the 'kit' parameter)" \
                 if not values["kit"] and not kit.is_dir() else ""
-            self.get_logger().error(f"configure failed: cannot load model kit {kit}{hint}: "
-                                    f"{type(exc).__name__}: {exc}")
+            self.get_logger().error(f"configure failed: cannot load model kit {kit} with backend "
+                                    f"{values['backend']}{hint}: {type(exc).__name__}: {exc}")
             return FAILURE
         try:                     # warm-up: the first frame and the first add pay one-off costs here
             side = segmenter.short_side
@@ -155,9 +157,11 @@ class ZspNode(LifecycleNode):
             self.get_logger().warning(registry.load_problem)
         self._segmenter, self._kit_dir = segmenter, str(kit)
         cats = registry.list()
+        fixed = segmenter.fixed_hw
+        size = f"fixed {fixed[0]}x{fixed[1]}" if fixed else "resized per frame"
         self.get_logger().info(
             f"configured in {time.perf_counter() - t0:.1f} s: kit {kit}, backend {values['backend']} on "
-            f"{values['device']}, {len(cats)} categories (version {cats.version}, "
+            f"{values['device']} (network input {size}), {len(cats)} categories (version {cats.version}, "
             f"{sum(c.origin == 'added' for c in cats)} added), state "
             f"{values['state_dir'] or 'in memory'}")
         return SUCCESS

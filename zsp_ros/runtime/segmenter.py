@@ -41,6 +41,8 @@ class Segmenter:
         short_side, max_long_side: resize rule for the network input (pixels).
         size_divisibility: pad to a multiple of this.
         fixed_hw: resize-to-fit and pad to exactly this (H, W) (fixed-shape engines); overrides the rule.
+            None: the backend's ``input_hw`` when it has one (ONNX / TensorRT files have a fixed
+            H x W), else the resize rule. A value that differs from the backend's is refused.
         object_mask_threshold, overlap_threshold: Mask2Former panoptic thresholds.
         semantic: also compute the semantic map.
     """
@@ -56,7 +58,7 @@ class Segmenter:
         self.short_side = int(short_side)
         self.max_long_side = int(max_long_side)
         self.size_divisibility = int(size_divisibility)
-        self.fixed_hw = None if fixed_hw is None else (int(fixed_hw[0]), int(fixed_hw[1]))
+        self.fixed_hw = _fixed_hw(backend, fixed_hw)
         self.object_mask_threshold = float(object_mask_threshold)
         self.overlap_threshold = float(overlap_threshold)
         self.semantic = bool(semantic)
@@ -79,9 +81,11 @@ class Segmenter:
             state_dir: persist added/removed categories there (None: in memory only).
             text_encoder: an encoder object to use instead of building the kit's one.
             short_side, max_long_side: override the kit's input resize rule.
-            fixed_hw: fixed network input (H, W), for fixed-shape engines.
+            fixed_hw: fixed network input (H, W); None: the backend's ``input_hw`` when it has one
+                (onnxruntime / tensorrt: the file's size), else the resize rule.
             synthetic_per_category, fit_kwargs: override the kit's runtime retraining settings.
-            backend_options: extra keyword arguments for the backend factory.
+            backend_options: extra keyword arguments for the backend factory (onnxruntime:
+                ``onnx``, ``size``, ``threads``; tensorrt: ``engine``, ``onnx``, ``size``, ``cache_dir``, ...).
             seed: seed of the synthetic embeddings.
         """
         from zsp_ros.runtime.kit import load_kit
@@ -95,12 +99,17 @@ class Segmenter:
         except BaseException:
             registry.close()
             raise
-        return cls(backend=engine, registry=registry,
-                   short_side=short_side or kit.input["short_side"],
-                   max_long_side=max_long_side or kit.input["max_long_side"],
-                   size_divisibility=kit.input["size_divisibility"], fixed_hw=fixed_hw,
-                   object_mask_threshold=object_mask_threshold, overlap_threshold=overlap_threshold,
-                   semantic=semantic)
+        try:
+            return cls(backend=engine, registry=registry,
+                       short_side=short_side or kit.input["short_side"],
+                       max_long_side=max_long_side or kit.input["max_long_side"],
+                       size_divisibility=kit.input["size_divisibility"], fixed_hw=fixed_hw,
+                       object_mask_threshold=object_mask_threshold, overlap_threshold=overlap_threshold,
+                       semantic=semantic)
+        except BaseException:
+            engine.close()
+            registry.close()
+            raise
 
     # ------------------------------------------------------------------ inference
     def segment(self, image: np.ndarray) -> SegmentationResult:
@@ -229,6 +238,23 @@ class Segmenter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _fixed_hw(backend: Backend, fixed_hw: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The network input size to pad to: ``fixed_hw``, else the backend's fixed ``input_hw`` (if any).
+
+    Raises ValueError when both are given and differ (the backend would refuse every frame).
+    """
+    want = None if fixed_hw is None else (int(fixed_hw[0]), int(fixed_hw[1]))
+    have = getattr(backend, "input_hw", None)
+    if have is None:
+        return want
+    have = (int(have[0]), int(have[1]))
+    if want is not None and want != have:
+        raise ValueError(f"fixed_hw {want} differs from the {getattr(backend, 'name', 'backend')} backend's fixed "
+                         f"input size {have}; leave fixed_hw unset to use the backend's, or export the "
+                         f"network at {want[0]}x{want[1]}")
+    return have
 
 
 def _to_torch(x: Any) -> torch.Tensor:
