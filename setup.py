@@ -21,6 +21,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.json")),
+        (f"share/{PACKAGE}/config/coco_splits", glob("config/coco_splits/*.json")),
     ],
     python_requires=">=3.10",
     install_requires=["numpy", "setuptools"],
