@@ -45,7 +45,8 @@ class DemoFailure(RuntimeError):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kit", default="", help="model kit directory (default: the embedded kit)")
     parser.add_argument("--out", default="demo_out", help="output directory (replaced; default demo_out)")
-    parser.add_argument("--scenes", type=int, default=6, help="distinct scenes the camera cycles through")
+    parser.add_argument("--scenes", type=int, default=24,
+                        help="distinct scenes the camera cycles through (PQ over fewer is too noisy)")
     parser.add_argument("--size", type=int, default=0, help="scene size in pixels (default: the kit's input size)")
     parser.add_argument("--rate", type=float, default=4.0, help="camera frames per second (default 4)")
     parser.add_argument("--before-s", type=float, default=12.0, help="streaming time before the add (s)")
