@@ -38,7 +38,7 @@ def test_key_matches_any_namespace_in_rcl_terms():
     ("precision", "int8", "one of fp32, fp16"),
     ("input_reliability", "best-effort", "one of best_effort, reliable"),
     ("object_mask_threshold", 1.5, "[0, 1]"),
-    ("overlap_threshold", -0.1, "[0, 1]"),
+    ("overlap_threshold", -0.1, "-1 (the kit's value) or lie in [0, 1]"),
     ("input_short_side", 16, "[32, 8192]"),
     ("input_max_long_side", -1, "[32, 8192]"),
     ("max_rate_hz", -2.0, "no cap"),
@@ -58,7 +58,8 @@ def test_bad_values_are_refused_with_a_reason(name, value, fragment):
 
 def test_good_values_pass():
     for name, value in [("device", "cuda:1"), ("max_rate_hz", 15), ("input_short_side", 0),
-                        ("input_short_side", 480), ("kit", ""), ("object_mask_threshold", 0.0)]:
+                        ("input_short_side", 480), ("kit", ""), ("object_mask_threshold", 0.0),
+                        ("object_mask_threshold", -1.0), ("overlap_threshold", -1.0)]:
         assert params.check_value(name, value) is None, name
 
 
@@ -186,3 +187,9 @@ def test_help_lists_every_parameter_with_its_default(capsys):
     defaults = params.load_defaults()
     for spec in params.PARAMETERS:
         assert f"  {spec.name} = {defaults[spec.name]!r}" in text and spec.description in text
+
+
+def test_minus_one_means_the_kits_threshold():
+    from zsp_ros.node.zsp_node import _threshold_or_kit
+
+    assert _threshold_or_kit(-1.0) is None and _threshold_or_kit(0.0) == 0.0 and _threshold_or_kit(0.3) == 0.3

@@ -146,3 +146,14 @@ def test_same_identifier_other_weights_is_caught(kit_dir):
 
     with pytest.raises(KitError, match="in use embeds '.*' differently from bank.safetensors:text_embeds"):
         make_registry(kit_dir, encoder=Impostor())
+
+
+def test_recorded_inference_thresholds(kit_dir):
+    assert load_kit(kit_dir).inference == {"object_mask_threshold": 0.8, "overlap_threshold": 0.8}
+    _rewrite_manifest(kit_dir, lambda m: m.update(inference={"object_mask_threshold": 0.3, "note": "tuned"}))
+    assert load_kit(kit_dir).inference == {"object_mask_threshold": 0.3, "overlap_threshold": 0.8}
+    for bad in ({"object_mask_threshold": 1.5}, {"overlap_threshold": "high"}, {"object_mask_threshold": True},
+                "0.3"):
+        _rewrite_manifest(kit_dir, lambda m: m.update(inference=bad))
+        with pytest.raises(KitError, match="inference thresholds must be numbers in \\[0, 1\\]"):
+            load_kit(kit_dir)

@@ -283,3 +283,13 @@ def test_removed_seen_category_added_again_gets_a_new_id_and_its_real_data(reg):
     snap = reg.snapshot
     pred = (blue @ snap.weight.T + snap.bias).argmax(1)
     assert (pred == snap.categories.index_of(8)).float().mean() > 0.9
+
+
+@pytest.mark.parametrize("per_category", [1, 2, 16])
+def test_warm_up_changes_nothing_at_any_synthetic_count(kit_dir, per_category):
+    reg = make_registry(kit_dir, synthetic_per_category=per_category)
+    before = reg.snapshot
+    assert reg.warm_up() >= 0.0
+    assert reg.snapshot is before and reg.list().version == before.version
+    reg.add(["purple star"])                      # and the registry still works afterwards
+    assert "purple star" in {c.name for c in reg.list()}

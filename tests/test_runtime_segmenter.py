@@ -174,3 +174,26 @@ def test_torch_backend_checks(kit_dir):
         backend.infer(np.zeros((1, 3, 32, 32), np.float64))
     masks, embeds = backend.infer(np.zeros((2, 3, 32, 64), np.float32))
     assert masks.shape == (2, 4, 8, 16) and embeds.shape == (2, 4, 16)
+
+
+def test_from_kit_uses_the_kits_recorded_thresholds_unless_told(kit_dir, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    def quadrant_backend(kit, *, device="cpu", precision="fp32"):
+        net = QuadrantNetwork()
+        net.load_state_dict(kit.network_state_dict())
+        return TorchBackend(network=net, device=device, precision=precision)
+
+    monkeypatch.setitem(BACKENDS, "quadrant", quadrant_backend)
+    with Segmenter.from_kit(kit_dir, backend="quadrant", text_encoder=FakeTextEncoder()) as seg:
+        assert (seg.object_mask_threshold, seg.overlap_threshold) == (0.8, 0.8)   # none recorded: Mask2Former's
+    tuned = shutil.copytree(kit_dir, tmp_path / "tuned")
+    manifest = json.loads((tuned / "manifest.json").read_text())
+    manifest["inference"] = {"object_mask_threshold": 0.3, "overlap_threshold": 0.7}
+    (tuned / "manifest.json").write_text(json.dumps(manifest))
+    with Segmenter.from_kit(tuned, backend="quadrant", text_encoder=FakeTextEncoder()) as seg:
+        assert (seg.object_mask_threshold, seg.overlap_threshold) == (0.3, 0.7)
+    with Segmenter.from_kit(tuned, backend="quadrant", text_encoder=FakeTextEncoder(),
+                            object_mask_threshold=0.5, overlap_threshold=0.0) as seg:
+        assert (seg.object_mask_threshold, seg.overlap_threshold) == (0.5, 0.0)     # explicit wins, 0 included

@@ -35,10 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
                         help="extra backend option, repeatable; VALUE is read as an int, float, "
                              "true/false, or else a string (e.g. threads=1, size=480x640)")
-    parser.add_argument("--object-mask-threshold", type=float, default=0.8,
-                        help="minimum class probability of a segment (default 0.8)")
-    parser.add_argument("--overlap-threshold", type=float, default=0.8,
-                        help="minimum visible fraction of a segment's own mask (default 0.8)")
+    parser.add_argument("--object-mask-threshold", type=float, default=None,
+                        help="minimum class probability of a segment (default: the kit's recorded value)")
+    parser.add_argument("--overlap-threshold", type=float, default=None,
+                        help="minimum visible fraction of a segment's own mask (default: the kit's value)")
     parser.add_argument("--no-overlay", action="store_true", help="skip the overlay PNGs")
 
 

@@ -97,6 +97,11 @@ def _unit_interval(value: Any) -> str | None:
     return None if 0.0 <= v <= 1.0 else f"must lie in [0, 1]; got {value!r}"
 
 
+def _unit_interval_or_kit(value: Any) -> str | None:
+    v = float(value)
+    return None if v == -1.0 or 0.0 <= v <= 1.0 else f"must be -1 (the kit's value) or lie in [0, 1]; got {value!r}"
+
+
 def _size_or_zero(value: Any) -> str | None:
     if value == 0:
         return None
@@ -149,9 +154,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("diagnostics_period_s", float, "Period of the /diagnostics messages, seconds.",
               "configure", "0.05..3600", _period),
     ParamSpec("object_mask_threshold", float, "Keep a query whose class probability exceeds this "
-              "(Mask2Former panoptic inference).", "live", "0..1", _unit_interval),
+              "(Mask2Former panoptic inference); -1 = the value the kit records (its metrics were "
+              "measured with it).", "live", "-1 or 0..1", _unit_interval_or_kit),
     ParamSpec("overlap_threshold", float, "Keep a mask when at least this share of it stays visible after "
-              "overlaps are resolved (Mask2Former panoptic inference).", "live", "0..1", _unit_interval),
+              "overlaps are resolved (Mask2Former panoptic inference); -1 = the kit's value.", "live",
+              "-1 or 0..1", _unit_interval_or_kit),
     ParamSpec("publish_semantic", bool, "Publish the semantic map on 'semantic' (16UC1 category ids).",
               "live", "true or false", _any),
     ParamSpec("publish_overlay", bool, "Publish the rgb8 overlay on 'overlay' (for rviz).",

@@ -134,8 +134,8 @@ class ZspNode(LifecycleNode):
                 kit, backend=values["backend"], device=values["device"], precision=values["precision"],
                 state_dir=values["state_dir"] or None, short_side=values["input_short_side"] or None,
                 max_long_side=values["input_max_long_side"] or None,
-                object_mask_threshold=values["object_mask_threshold"],
-                overlap_threshold=values["overlap_threshold"], semantic=values["publish_semantic"],
+                object_mask_threshold=_threshold_or_kit(values["object_mask_threshold"]),
+                overlap_threshold=_threshold_or_kit(values["overlap_threshold"]), semantic=values["publish_semantic"],
                 backend_options=params.backend_options(values))
         except Exception as exc:
             hint = " (the embedded kit is not installed: set the 'kit' parameter)" \
@@ -316,8 +316,10 @@ class ZspNode(LifecycleNode):
         try:
             values = {name: self.get_parameter(name).value for name in
                       ("object_mask_threshold", "overlap_threshold", "publish_semantic", "publish_overlay")}
-            segmenter.object_mask_threshold = float(values["object_mask_threshold"])
-            segmenter.overlap_threshold = float(values["overlap_threshold"])
+            kit_thresholds = segmenter.registry.kit.inference
+            for name in ("object_mask_threshold", "overlap_threshold"):
+                chosen = _threshold_or_kit(values[name])
+                setattr(segmenter, name, kit_thresholds[name] if chosen is None else chosen)
             want_semantic = values["publish_semantic"] and pubs["semantic"].get_subscription_count() > 0
             want_overlay = values["publish_overlay"] and pubs["overlay"].get_subscription_count() > 0
             segmenter.semantic = bool(want_semantic)
@@ -458,3 +460,8 @@ class ZspNode(LifecycleNode):
             self.get_logger().error(f"{response.message}\n{traceback.format_exc()}")
         return response
 
+
+
+def _threshold_or_kit(value: float) -> float | None:
+    """A threshold parameter's value, or None for -1 (= use the kit's recorded threshold)."""
+    return None if float(value) < 0.0 else float(value)

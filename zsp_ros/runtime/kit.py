@@ -44,6 +44,9 @@ _REQUIRED_KEYS = ("format", "format_version", "model_config", "input", "embed_di
                   "generator_config", "categories", "files")
 
 
+DEFAULT_THRESHOLDS = {"object_mask_threshold": 0.8, "overlap_threshold": 0.8}   # Mask2Former's
+
+
 class KitError(ValueError):
     """A model kit is missing, malformed, corrupt or incompatible; the message says which file and why."""
 
@@ -100,6 +103,14 @@ class ModelKit:
     def runtime(self) -> dict:
         """Optional runtime defaults recorded by training (e.g. synthetic_per_category, class_weights)."""
         return self.manifest.get("runtime", {}) or {}
+
+    @property
+    def inference(self) -> dict:
+        """Panoptic thresholds the kit was measured with: {"object_mask_threshold": float,
+        "overlap_threshold": float} (probabilities in [0, 1]); Mask2Former's 0.8 / 0.8 when the
+        manifest records none. `Segmenter.from_kit`, the CLIs and the node use these unless told otherwise."""
+        recorded = self.manifest.get("inference") or {}
+        return {key: float(recorded.get(key, DEFAULT_THRESHOLDS[key])) for key in DEFAULT_THRESHOLDS}
 
     def network_state_dict(self) -> dict[str, torch.Tensor]:
         """The network weights (no class head), sha256-checked again on this read."""
@@ -205,6 +216,13 @@ def load_kit(kit_dir: str | Path, *, text_encoder: tuple[str, int] | None = None
                                                for k in ("short_side", "max_long_side", "size_divisibility")):
         raise KitError(f"kit {root}: {MANIFEST} input must hold positive integers short_side, "
                        f"max_long_side, size_divisibility; got {inp!r}")
+    recorded = manifest.get("inference")
+    if recorded is not None:
+        bad = {k: recorded.get(k) for k in DEFAULT_THRESHOLDS if k in recorded
+               and not (isinstance(recorded[k], (int, float)) and not isinstance(recorded[k], bool)
+                        and 0.0 <= recorded[k] <= 1.0)} if isinstance(recorded, Mapping) else recorded
+        if bad:
+            raise KitError(f"kit {root}: {MANIFEST} inference thresholds must be numbers in [0, 1], got {bad!r}")
     try:
         categories = CategorySet.from_dicts(manifest["categories"], version=0, text_encoder=str(te["id"]))
     except (KeyError, TypeError, ValueError) as exc:

@@ -261,7 +261,7 @@ class CategoryRegistry:
         with self._write_lock, _torch_threads(self.train_threads):
             state = self._state
             text = state.added_text_embeds[:1] if len(state.added_ids) else self.kit.text_embeds[:1]
-            fake = self._generate(text, [0])[:2]
+            fake = self._generate(text, [0]).repeat(2, 1)[:2]     # two rows even at synthetic_per_category=1
             k = len(state.categories)
             labels = torch.tensor([0, k], dtype=torch.int64)
             kwargs = {k_: v for k_, v in self.fit_kwargs.items() if k_ not in ("steps", "init")}
