@@ -15,7 +15,6 @@ Children should print one line per protocol event (``READY``, ``RESULT {...}``) 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -23,6 +22,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Sequence
+
+from zsp_ros.node.launcher import stop_process_group
 
 # Discovery takes ~0.1 s on an idle machine but several seconds on a loaded 2-core one.
 DEFAULT_TIMEOUT_S = 60.0
@@ -116,18 +117,7 @@ class ChildProcess:
 
     def stop(self, *, grace_s: float = 5.0) -> int:
         """End the child: SIGINT, then SIGTERM, then SIGKILL; close the pipes. Idempotent."""
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-            if self.proc.poll() is not None:
-                break
-            try:
-                os.killpg(self.proc.pid, sig)   # its own session/group: only this child
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                continue
-        code = self.proc.wait()
+        code = stop_process_group(self.proc, grace_s=grace_s)
         for pipe in (self.proc.stdin, self.proc.stdout):
             try:
                 if pipe is not None:

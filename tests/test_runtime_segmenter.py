@@ -127,13 +127,14 @@ def test_category_added_by_name_appears_in_results(kit_dir):
     assert "purple star" not in {s.name for s in seg.segment(image).segments}
 
 
-def test_from_kit_with_a_registered_backend(kit_dir, tmp_path, monkeypatch):
-    def quadrant_backend(kit, *, device="cpu", precision="fp32"):
-        net = QuadrantNetwork()
-        net.load_state_dict(kit.network_state_dict())
-        return TorchBackend(network=net, device=device, precision=precision)
+def _quadrant_backend(kit, *, device="cpu", precision="fp32"):
+    net = QuadrantNetwork()
+    net.load_state_dict(kit.network_state_dict())
+    return TorchBackend(network=net, device=device, precision=precision)
 
-    monkeypatch.setitem(BACKENDS, "quadrant", quadrant_backend)
+
+def test_from_kit_with_a_registered_backend(kit_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(BACKENDS, "quadrant", _quadrant_backend)
     state = tmp_path / "state"
     with Segmenter.from_kit(kit_dir, backend="quadrant", text_encoder=FakeTextEncoder(), state_dir=state,
                             fit_kwargs={"steps": 50}) as seg:
@@ -180,12 +181,7 @@ def test_from_kit_uses_the_kits_recorded_thresholds_unless_told(kit_dir, tmp_pat
     import json
     import shutil
 
-    def quadrant_backend(kit, *, device="cpu", precision="fp32"):
-        net = QuadrantNetwork()
-        net.load_state_dict(kit.network_state_dict())
-        return TorchBackend(network=net, device=device, precision=precision)
-
-    monkeypatch.setitem(BACKENDS, "quadrant", quadrant_backend)
+    monkeypatch.setitem(BACKENDS, "quadrant", _quadrant_backend)
     with Segmenter.from_kit(kit_dir, backend="quadrant", text_encoder=FakeTextEncoder()) as seg:
         assert (seg.object_mask_threshold, seg.overlap_threshold) == (0.8, 0.8)   # none recorded: Mask2Former's
     tuned = shutil.copytree(kit_dir, tmp_path / "tuned")

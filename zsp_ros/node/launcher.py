@@ -80,18 +80,7 @@ class ChildProgram:
 
     def stop(self, *, grace_s: float = 10.0) -> int:
         """SIGINT, then SIGTERM, then SIGKILL, each after ``grace_s``; the exit code. Idempotent."""
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-            if self.proc.poll() is not None:
-                break
-            try:
-                os.killpg(self.proc.pid, sig)      # the child's own group: only this child
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                continue
-        code = self.proc.wait()
+        code = stop_process_group(self.proc, grace_s=grace_s)
         self._log.close()
         return code
 
@@ -109,3 +98,20 @@ def ros_args(namespace: str, parameters: dict[str, object] | None = None) -> lis
         text = ("true" if value else "false") if isinstance(value, bool) else str(value)
         args += ["-p", f"{name}:={text}"]
     return args
+
+
+def stop_process_group(proc: subprocess.Popen, *, grace_s: float) -> int:
+    """End a child started in its own session: SIGINT, then SIGTERM, then SIGKILL to its process
+    group, each after ``grace_s`` seconds without exit. Returns the exit code. Idempotent."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        if proc.poll() is not None:
+            break
+        try:
+            os.killpg(proc.pid, sig)               # the child's own group: only this child
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            continue
+    return proc.wait()

@@ -390,35 +390,29 @@ class ZspNode(LifecycleNode):
 
     def _on_add(self, request: Any, response: Any) -> Any:
         names = list(request.names)
-        try:
-            with self._registry_lock:
-                segmenter = self._segmenter
-                if segmenter is None:
-                    response.success, response.message = False, self._not_configured()
-                    return response
-                t0 = time.perf_counter()
-                try:
-                    added = segmenter.registry.add(names, list(request.isthing) or None)
-                except ValueError as exc:        # CategoryError and the text encoder's refusals
-                    response.success, response.message = False, f"nothing added: {exc}"
-                    response.version = segmenter.registry.version
-                    return response
-                seconds = time.perf_counter() - t0
-                response.version = segmenter.registry.version
+
+        def add(registry: Any) -> str:
+            t0 = time.perf_counter()
+            added = registry.add(names, list(request.isthing) or None)
             response.category_ids = [int(c.id) for c in added]
-            response.success = True
-            response.message = (f"added {', '.join(f'{c.name!r} (id {c.id})' for c in added)} in {seconds:.2f} s; "
-                                f"category set version {response.version}")
-            self.get_logger().info(response.message)
-            self._publish_label_info()
-        except Exception as exc:
-            response.success, response.category_ids = False, []
-            response.message = f"nothing added: internal error {type(exc).__name__}: {exc}"
-            self.get_logger().error(f"{response.message}\n{traceback.format_exc()}")
-        return response
+            return (f"added {', '.join(f'{c.name!r} (id {c.id})' for c in added)} in "
+                    f"{time.perf_counter() - t0:.2f} s")
+        return self._change_categories(add, response, verb="added", ids_field="category_ids")
 
     def _on_remove(self, request: Any, response: Any) -> Any:
         items: list[Any] = [*request.names, *(int(i) for i in request.ids)]
+
+        def remove(registry: Any) -> str:
+            response.removed_ids = [int(i) for i in registry.remove(items)]
+            return f"removed ids {list(response.removed_ids)}"
+        return self._change_categories(remove, response, verb="removed", ids_field="removed_ids")
+
+    def _change_categories(self, change: Any, response: Any, *, verb: str, ids_field: str) -> Any:
+        """Run ``change(registry) -> message`` under the registry lock and fill the service response.
+
+        A refused request (``ValueError``: CategoryError, the text encoder's refusals) changes nothing
+        and says why; any other failure is reported as an internal error and logged with its traceback.
+        """
         try:
             with self._registry_lock:
                 segmenter = self._segmenter
@@ -426,20 +420,21 @@ class ZspNode(LifecycleNode):
                     response.success, response.message = False, self._not_configured()
                     return response
                 try:
-                    removed = segmenter.registry.remove(items)
+                    done = change(segmenter.registry)
                 except ValueError as exc:
-                    response.success, response.message = False, f"nothing removed: {exc}"
+                    setattr(response, ids_field, [])
+                    response.success, response.message = False, f"nothing {verb}: {exc}"
                     response.version = segmenter.registry.version
                     return response
                 response.version = segmenter.registry.version
-            response.removed_ids = [int(i) for i in removed]
             response.success = True
-            response.message = f"removed ids {list(response.removed_ids)}; category set version {response.version}"
+            response.message = f"{done}; category set version {response.version}"
             self.get_logger().info(response.message)
             self._publish_label_info()
         except Exception as exc:
-            response.success, response.removed_ids = False, []
-            response.message = f"nothing removed: internal error {type(exc).__name__}: {exc}"
+            setattr(response, ids_field, [])
+            response.success = False
+            response.message = f"nothing {verb}: internal error {type(exc).__name__}: {exc}"
             self.get_logger().error(f"{response.message}\n{traceback.format_exc()}")
         return response
 
