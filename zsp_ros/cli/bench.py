@@ -13,6 +13,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "runtime": ("zsp_ros.bench.runtime", "Segmenter forward, end-to-end, add-category latency"),
     "node": ("zsp_ros.bench.node", "ROS 2 node end-to-end latency over DDS"),
     "latency": ("zsp_ros.bench.latency", "backend latency percentiles (torch, onnxruntime, tensorrt)"),
+    "mask-bound": ("zsp_ros.bench.mask_bound", "PQ of ground truth passed through the mask stride (upper bound)"),
 }
 
 
