@@ -10,7 +10,8 @@ import torch
 from coco_fakes import coco_tree
 from zsp_ros.data.coco_format import load_json
 from zsp_ros.data.coco_layout import check_layout
-from zsp_ros.data.coco_real import (coco_instance_dataset, coco_panoptic_dataset, coco_stuff_dataset,
+from zsp_ros.data.coco_real import (coco_instance_dataset, coco_panoptic_dataset, coco_split_categories,
+                                    coco_stuff_dataset, coco_training_dataset, missing_train_files,
                                     write_zsp_view)
 from zsp_ros.data.large_scale_jitter import LargeScaleJitter
 from zsp_ros.data.synth_writer import generate_world
@@ -111,3 +112,29 @@ def test_layout_check_reports_tasks(coco, tmp_path):
     empty = check_layout(tmp_path)
     assert not any(t["ready"] for t in empty["tasks"].values())
     assert "annotations/panoptic_train2017.json" in empty["tasks"]["panoptic"]["missing"]
+
+
+def test_training_dataset_entry_point_and_missing_files(coco, tmp_path):
+    world, root = coco
+    split = json.loads((world / "split.json").read_text())
+    ds = coco_training_dataset(root, protocol="zsi-48-17", split_file=world / "split.json")
+    assert [c["id"] for c in ds.categories] == [c["id"] for c in split["categories"] if c["seen"] and c["isthing"]]
+    oracle = coco_training_dataset(root, protocol="zsi-48-17", split_file=world / "split.json", supervised=True)
+    assert len(oracle.categories) == sum(c["isthing"] for c in split["categories"])
+    # the paper splits: the bank records every category but the excluded ones
+    zsi = coco_split_categories("zsi-65-15")
+    assert len(zsi) == 80 and sum(c["seen"] for c in zsi) == 65
+    assert len(coco_split_categories("zsp")) == 133
+    # nothing there: every missing training path is named, with the command that lists the layout
+    assert missing_train_files(tmp_path, "instance") == [tmp_path / "train2014",
+                                                          tmp_path / "annotations/instances_train2014.json"]
+    with pytest.raises(FileNotFoundError, match=r"train2017.*panoptic_train2017\.json.*zsp data check --coco"):
+        coco_training_dataset(tmp_path, protocol="zsp")
+    with pytest.raises(ValueError, match="unknown COCO protocol"):
+        coco_training_dataset(root, protocol="zero-shot")
+    # only the alternative COCO-Stuff label folder present: still complete
+    alt = tmp_path / "alt"
+    for sub in ("train2017", "coco_stuff/stuffthingmaps_trainval2017/train2017"):
+        (alt / sub).mkdir(parents=True)
+        (alt / sub / "000001.png").write_bytes(b"x")
+    assert missing_train_files(alt, "semantic") == []

@@ -108,3 +108,89 @@ def test_restricted_unpickler_refuses_code(tmp_path):
     assert np.array_equal(RestrictedUnpickler(io.BytesIO(pickle.dumps({"x": arr}, protocol=2))).load()["x"], arr)
     with pytest.raises(FileNotFoundError):
         read_checkpoint(tmp_path / "absent.pkl")
+
+
+# ---------------------------------------------------------------- PADing's generator
+
+E, DS, P, FFN, LAYERS, HEADS = 8, 6, 5, 16, 2, 2
+GEN_CFG = {"generator": {"num_primitives": P, "num_layers": LAYERS, "num_heads": HEADS, "ffn_dim": FFN,
+                         "dropout": 0.1, "noise_std": 1.0}}
+
+
+def _released_generator(seed: int = 0):
+    """The released code's generator modules (PADing/PADing_model.py), built from torch's own DETR-style
+    decoder, whose parameter names are the released ones: fc_projection, dict_feature, generator."""
+    torch.manual_seed(seed)
+    fc = torch.nn.Linear(DS, E)
+    prims = torch.nn.Embedding(P, E)
+    layer = torch.nn.TransformerDecoderLayer(E, HEADS, FFN, dropout=0.0)
+    dec = torch.nn.TransformerDecoder(layer, LAYERS, norm=torch.nn.LayerNorm(E))
+    for p in dec.parameters():                      # non-trivial norms and biases
+        torch.nn.init.normal_(p, std=0.3)
+    state = {**{f"fc_projection.{k}": v for k, v in fc.state_dict().items()},
+             "dict_feature.weight": prims.weight.detach().clone(),
+             **{f"generator.{k}": v for k, v in dec.state_dict().items()}}
+    return (fc, prims, dec), state
+
+
+def _released_extras(k: int) -> dict[str, torch.Tensor]:
+    """The other PADing modules of a released checkpoint (names and shapes of PADing_model.py)."""
+    return {"new_fc.weight": torch.zeros(k + 1, E), "new_fc.bias": torch.zeros(k + 1),
+            "projection_related.encoder.0.weight": torch.zeros(E, E), "projection_related.encoder.0.bias": torch.zeros(E),
+            "projection_related.encoder.1.weight": torch.zeros(E, E), "projection_related.encoder.1.bias": torch.zeros(E),
+            "relation.fc1.weight": torch.zeros(E, 2 * E), "relation.fc1.bias": torch.zeros(E),
+            "relation.fc2.weight": torch.zeros(1, E), "relation.fc2.bias": torch.zeros(1),
+            "decoder.decoder.0.weight": torch.zeros(E, 2 * E), "decoder.decoder.0.bias": torch.zeros(E)}
+
+
+def test_pading_generator_is_imported_and_computes_as_released(tiny, tmp_path, capsys):
+    from training.train_pading import load_generator
+
+    cfg, state = tiny
+    (fc, prims, dec), gen = _released_generator()
+    pading_cfg = tmp_path / "pading.yaml"
+    pading_cfg.write_text(yaml.safe_dump(GEN_CFG))
+    pth = tmp_path / "pading_final.pth"
+    torch.save({"model": {f"module.{k}": v for k, v in {**state, **gen, **_released_extras(80)}.items()}}, pth)
+    out = tmp_path / "run"
+    assert main(["train", "import", "--checkpoint", str(pth), "--config", str(cfg), "--categories",
+                 "coco_instances", "--pading-config", str(pading_cfg), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "PADing generator" in printed and "not mapped (ignored): new_fc.weight" in printed
+    report = json.loads((out / "import_report.json").read_text())
+    assert set(report["unmapped"]) == set(_released_extras(80))         # generator keys are not unmapped
+    assert set(report["generator"]["used"]) == set(gen)                  # every generator tensor is read
+    assert set(report["generator"]["unused"]) == {f"generator.layers.{i}.self_attn.in_proj_{t}"
+                                                  for i in range(LAYERS) for t in ("weight", "bias")}
+    generator, meta = load_generator(out / "generator.safetensors")
+    assert meta["config"]["semantic_dim"] == DS and meta["config"]["num_primitives"] == P
+    # the same computation: released decoder over (projected semantic, primitives repeated per sample)
+    semantic = torch.randn(4, DS)
+    with torch.no_grad():
+        q = fc(semantic)[None]                                              # [1, N, E]
+        memory = prims.weight[:, None].repeat(1, 4, 1)                      # [P, N, E]
+        expected = dec.eval()(q, memory)[0]
+        ours = generator(semantic, noise=torch.zeros(generator.noise_shape(4)))
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_pading_generator_mismatch_is_refused_by_name(tiny, tmp_path):
+    cfg, state = tiny
+    _, gen = _released_generator()
+    path = tmp_path / "pading.pth"
+    torch.save({**state, **gen}, path)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(yaml.safe_dump({"generator": {**GEN_CFG["generator"], "num_primitives": P + 1,
+                                                   "num_layers": LAYERS + 1}}))
+    with pytest.raises(ValueError, match=r"generator\.layers: checkpoint 2 vs generator 3; "
+                                         r"dict_feature\.weight: checkpoint \[5, 8\] vs generator \[6, 8\]"):
+        import_checkpoint(checkpoint=path, config=cfg, categories="coco_instances", out=tmp_path / "r",
+                          pading_config=wrong)
+    assert not (tmp_path / "r").exists()
+    bad = {**gen, "generator.layers.0.linear1.weight": torch.zeros(FFN + 1, E)}
+    torch.save({**state, **bad}, path)
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(yaml.safe_dump(GEN_CFG))
+    with pytest.raises(ValueError, match=r"generator\.layers\.0\.linear1\.weight: checkpoint \[17, 8\]"):
+        import_checkpoint(checkpoint=path, config=cfg, categories="coco_instances", out=tmp_path / "r",
+                          pading_config=ok)

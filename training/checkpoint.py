@@ -3,7 +3,8 @@
 Layout inside a run's checkpoint folder:
 
     model_0000500.safetensors   model weights (state_dict of the unwrapped model)
-    state_0000500.pt            iteration, optimizer, scheduler, RNG states of every rank
+    state_0000500.pt            iteration, optimizer, scheduler, GradScaler (fp16 runs; None
+                                otherwise), RNG states of every rank
     last_checkpoint.json        {"iteration", "weights", "state"}: written last, so a crash
                                 between files never points at a half checkpoint
 
@@ -83,8 +84,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(directory: str | Path, *, model: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: Any, iteration: int, keep_last: int = 3,
-                    extra: dict[str, Any] | None = None) -> Path | None:
+                    extra: dict[str, Any] | None = None,
+                    scaler: torch.amp.GradScaler | None = None) -> Path | None:
     """Write a checkpoint after ``iteration`` completed steps; call on every rank.
+
+    ``scaler``: the GradScaler of an fp16 run (its scale and growth tracker are saved; they
+    are the same on every rank, as the inf checks are all-reduced by DDP's gradients).
 
     Returns the weights path on rank 0, None elsewhere. Older checkpoints beyond the newest
     ``keep_last`` are removed.
@@ -99,6 +104,7 @@ def save_checkpoint(directory: str | Path, *, model: nn.Module, optimizer: torch
     buffer = io.BytesIO()
     torch.save({"iteration": iteration, "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "rng": rng_states,
+                "scaler": scaler.state_dict() if scaler is not None else None,
                 "world_size": len(rng_states), "extra": extra or {}}, buffer)
     atomic_write_bytes(state_path, buffer.getvalue())
     write_json(directory / POINTER, {"iteration": iteration, "weights": weights.name,
@@ -129,8 +135,12 @@ def latest_checkpoint(directory: str | Path) -> dict[str, Any] | None:
 
 
 def load_checkpoint(directory: str | Path, *, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, restore_rng: bool = True) -> int:
+                    scheduler: Any, restore_rng: bool = True,
+                    scaler: torch.amp.GradScaler | None = None) -> int:
     """Restore the newest checkpoint of ``directory``; returns the completed iteration count.
+
+    ``scaler`` gets the saved GradScaler state when the checkpoint has one (a run that saved
+    none - fp32 or bf16 - leaves it at its initial scale).
 
     RNG states are restored per rank when the world size is the one that saved them. The state
     file is read to the CPU; the optimizer moves its state to its parameters' devices.
@@ -143,6 +153,8 @@ def load_checkpoint(directory: str | Path, *, model: nn.Module, optimizer: torch
     state = torch.load(directory / info["state"], map_location="cpu", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     if restore_rng and state["world_size"] == distributed.world_size():
         set_rng_state(state["rng"][distributed.rank()])
     return int(state["iteration"])

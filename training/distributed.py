@@ -1,7 +1,7 @@
 """Multi-process training helpers: torchrun environment, process group, DDP, reductions.
 
 One process per device. Started by ``torchrun --nproc_per_node N -m training.train_segmenter``
-(or through `zsp train`), a process reads RANK / WORLD_SIZE / LOCAL_RANK from the environment;
+or ``-m training.train_pading`` (or ``torchrun --no-python zsp train ...``), a process reads RANK / WORLD_SIZE / LOCAL_RANK from the environment;
 without them it is a single process and every helper here is a no-op. The backend is NCCL
 when the process drives a CUDA device, gloo otherwise (CPU).
 """
@@ -122,3 +122,49 @@ def all_gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def all_gather_rows(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's ``tensor`` [N_r, ...] (N_r may differ between ranks), in rank order.
+
+    No autograd: the results are detached. The trailing shape and dtype must agree across
+    ranks. One collective for the row counts, one for the rows (padded to the largest count).
+    """
+    if world_size() == 1:
+        return [tensor.detach()]
+    count = torch.tensor([tensor.shape[0]], dtype=torch.int64, device=tensor.device)
+    counts = [torch.zeros_like(count) for _ in range(world_size())]
+    dist.all_gather(counts, count)
+    sizes = [int(c) for c in counts]
+    padded = tensor.detach().new_zeros((max(sizes), *tensor.shape[1:]))
+    padded[:tensor.shape[0]] = tensor.detach()
+    out = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(out, padded.contiguous())
+    return [chunk[:n] for chunk, n in zip(out, sizes)]
+
+
+def average_gradients(parameters: list[nn.Parameter]) -> None:
+    """Average ``.grad`` over processes in place (what DDP's reducer does, without its hooks).
+
+    A parameter without a gradient counts as zeros; it keeps ``grad = None`` only when no rank
+    has one, so an optimizer that skips gradient-less parameters (Adam, SGD) skips it on every
+    rank alike. One all_reduce of one flat float32 buffer (gradients + has-gradient flags).
+    No-op in a single process. Every rank must pass the same parameter list.
+    """
+    if world_size() == 1 or not parameters:
+        return
+    grads = [p.grad.detach().reshape(-1).float() if p.grad is not None
+             else torch.zeros(p.numel(), device=p.device) for p in parameters]
+    flags = torch.tensor([p.grad is not None for p in parameters], dtype=torch.float32,
+                         device=parameters[0].device)
+    flat = torch.cat(grads + [flags])
+    dist.all_reduce(flat)
+    flags = flat[-len(parameters):]
+    offset = 0
+    for p, had in zip(parameters, flags.tolist()):
+        chunk = flat[offset:offset + p.numel()].view_as(p).div_(world_size())
+        offset += p.numel()
+        if had > 0:
+            p.grad = chunk.to(p.dtype).clone()
+        else:
+            p.grad = None

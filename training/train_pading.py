@@ -4,7 +4,8 @@
         [--variant pading|gmmn|primitives|primitives_alignment] [--seed 0]
 
 Each step, as the released code's two-optimizer loop:
-1. generator step (Adam): the real query embeddings of ``images_per_step`` random bank images;
+1. generator step (Adam): the real query embeddings of the step's ``images_per_step`` bank
+   images (seeded stream: a fresh permutation of the bank's images every epoch);
    fakes for their matched (seen) rows from the category text embeddings; MMD(fake, real)
    + classification of the fakes through the current classifier (which it does not update)
    + ``structure_weight`` x [alignment of the feature/semantic similarity structure, and the
@@ -19,15 +20,56 @@ OUT/ receives generator.safetensors, head.safetensors (weight [K+1, E], bias [K+
 categories[i] of config.json, the last row no object), head_online.safetensors (the head
 trained alongside), text_embeddings.safetensors, config.json (resolved config, categories,
 text encoder, bank, metrics, provenance), checkpoint.pt (resumable: models, optimizers,
-scheduler, RNG states) and tb/ (TensorBoard). Re-running the same command resumes.
+scheduler, per-rank RNG states; format 2) and tb/ (TensorBoard). Re-running the same command
+resumes, bitwise equal to an uninterrupted run (tests/test_training_resume_full.py).
+
+Several processes (the released code runs this stage on one GPU only):
+
+    torchrun --nproc_per_node N -m training.train_pading --bank ... --device cuda ...
+
+(or ``torchrun --nproc_per_node N --no-python zsp train pading ...``). ``images_per_step`` is
+the global batch; it must be divisible by N. The run follows the same loss trajectory as one
+process with the same seed (tests/test_training_ddp_pading.py), because:
+
+- the images of step t are slots 0..G-1 of the seeded stream of training/batching.py (they
+  depend on (seed, t) only); rank r generates the fakes of slots [r G/N, (r+1) G/N), each
+  slot under its own RNG seed ``image_seed(seed, t, slot)`` (generator noise; one batched
+  generator call per rank, whose dropout is drawn under the seed of the rank's first slot, so
+  the trajectories are equal when the generator's dropout is 0 and statistically alike otherwise);
+- every loss of the generator step is a function of the whole batch (MMD and the structure
+  alignment compare all pairs), so the fakes are all-gathered (detached) and every rank
+  evaluates the same global loss on them; its gradient w.r.t. the gathered fakes is then
+  pushed back through this rank's own generator graph, scaled by N, and the parameter
+  gradients are averaged over ranks (`distributed.average_gradients`): sum over ranks of the
+  local chain-rule terms + the terms of the computation every rank repeats (the unseen fakes,
+  the disentangler, the projected semantics, drawn under the shared seed
+  ``image_seed(seed, t, G)``) = the one-process gradient;
+- the classifier step is a Linear layer on the real rows of the global batch (every rank reads
+  them from its copy of the bank) + the unseen fakes drawn under ``image_seed(seed, t, G + 1)``:
+  each rank computes it whole (identical inputs; gradients are still averaged so the replicas
+  cannot drift).
+DDP's wrapper is not used: the generator is called through several methods per step
+(``project``, ``generate``, one call per slot), which DDP's forward hooks do not see;
+`distributed.average_gradients` is the same reduction done explicitly. Only rank 0 writes
+files; the final head is fitted on rank 0 only (the others wait at a barrier), as it writes
+head.safetensors and needs no collective.
+
+Precision: this stage stays in float32 (no autocast). The MMD is sqrt of a difference of
+Gaussian-kernel sums that cancel to ~1e-3 of their size, and the structure losses are KLs of
+softmaxes at temperature 0.1 - neither survives bf16's 8-bit mantissa, and the generator is
+small enough that fp32 costs nothing worth saving.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import math
+import sys
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +77,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from training import checkpoint as checkpoints
+from training import distributed
+from training.batching import StreamBatchSampler, image_seed
 from training.feature_bank import FeatureBank, load_feature_bank, sha256_file
 from zsp_ros.model.classifier import ClassifierHead
 from zsp_ros.model.disentangle import Disentangler
@@ -67,6 +112,9 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "variants": (),
 }
 VARIANT_KEYS = ("generator", "classification_loss", "disentangle", "alignment")
+# checkpoint.pt layout: 1 = sequential sampler RNG + one torch RNG state (before multi-process);
+# 2 = stateless sampling, per-rank RNG states (training/checkpoint.py rng_state), world_size.
+CHECKPOINT_FORMAT = 2
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -106,26 +154,36 @@ def _scalar(value: torch.Tensor) -> float:
     return float(value.detach())
 
 
-class BankSampler:
-    """Draws the rows of random bank images (rows of one image are contiguous after sorting)."""
+class BankImages:
+    """The bank's rows grouped by image: image ``i`` (in sorted image-id order) owns rows
+    ``rows(i)``. Rows of one image are contiguous after a stable sort, so a lookup is a slice."""
 
-    def __init__(self, image_ids: torch.Tensor, *, generator: torch.Generator) -> None:
+    def __init__(self, image_ids: torch.Tensor) -> None:
         order = torch.argsort(image_ids, stable=True)
         _, counts = torch.unique_consecutive(image_ids[order], return_counts=True)
         self.order = order
-        self.starts = torch.cumsum(counts, 0) - counts
-        self.counts = counts
-        self.generator = generator
+        self.starts = (torch.cumsum(counts, 0) - counts).tolist()
+        self.counts = counts.tolist()
 
     @property
     def num_images(self) -> int:
-        return int(self.counts.numel())
+        return len(self.counts)
 
-    def sample(self, num_images: int) -> torch.Tensor:
-        """Row indices [R] of ``num_images`` distinct random images."""
-        pick = torch.randperm(self.num_images, generator=self.generator)[:num_images]
-        rows = [torch.arange(int(s), int(s + c)) for s, c in zip(self.starts[pick], self.counts[pick])]
-        return self.order[torch.cat(rows)]
+    def rows(self, image: int) -> torch.Tensor:
+        """Bank row indices [R_i] int64 of image ``image`` (0 <= image < num_images)."""
+        start = self.starts[image]
+        return self.order[start:start + self.counts[image]]
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Run the block with the global torch RNG (CPU, and ``device`` if CUDA) seeded by ``seed``;
+    the previous states are restored afterwards, so the caller's stream does not move."""
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 class PadingTrainer:
@@ -136,17 +194,25 @@ class PadingTrainer:
         semantic: [K, Ds] float32 text embeddings of ``bank.categories`` in the same order.
         cfg: a validated config dict.
         variant: a key of ``cfg["variants"]``.
-        seed: seeds the models' init, the image sampling and every noise draw.
-        device: torch device.
+        seed: seeds the models' init, the image stream and every noise / dropout draw.
+        device: torch device of this process.
+        rank, world_size: this process among those of the run (``training/distributed.py``);
+            the process group must be initialised when ``world_size > 1``.
     """
 
     def __init__(self, *, bank: FeatureBank, semantic: torch.Tensor, cfg: dict[str, Any],
-                 variant: str, seed: int, device: str = "cpu") -> None:
+                 variant: str, seed: int, device: str | torch.device = "cpu", rank: int = 0,
+                 world_size: int = 1) -> None:
         if variant not in cfg["variants"]:
             raise ValueError(f"unknown variant {variant!r}; config has {list(cfg['variants'])}")
         self.cfg, self.variant, self.seed, self.device = cfg, variant, seed, torch.device(device)
+        self.rank, self.world_size = int(rank), int(world_size)
         self.spec = cfg["variants"][variant]
         self.loss_cfg, self.optim_cfg = cfg["losses"], cfg["optim"]
+        self.global_batch = int(self.optim_cfg["images_per_step"])
+        if self.global_batch < 1 or self.global_batch % self.world_size:
+            raise ValueError(f"optim.images_per_step {self.global_batch} must be a positive "
+                             f"multiple of the {self.world_size} processes")
         cats = bank.categories
         self.num_classes = k = len(cats)
         if semantic.shape[0] != k:
@@ -176,11 +242,11 @@ class PadingTrainer:
         self.disentangler = (Disentangler(embed_dim=e, semantic_dim=e, **cfg["disentangle"]).to(self.device)
                              if self.spec["disentangle"] else None)
         self.head = ClassifierHead(embed_dim=e, num_classes=k).to(self.device)
-        gen_params = list(self.generator.parameters())
+        self.generator_params = list(self.generator.parameters())
         if self.disentangler is not None:
-            gen_params += list(self.disentangler.parameters())
+            self.generator_params += list(self.disentangler.parameters())
         o = self.optim_cfg
-        self.opt_generator = torch.optim.Adam(gen_params, lr=o["generator_lr"])
+        self.opt_generator = torch.optim.Adam(self.generator_params, lr=o["generator_lr"])
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.opt_generator, milestones=list(o["generator_lr_steps"]), gamma=o["generator_lr_gamma"])
         self.opt_head = torch.optim.SGD(self.head.parameters(), lr=o["classifier_lr"],
@@ -192,9 +258,17 @@ class PadingTrainer:
         self.class_weights = pading_class_weights(unseen_mask, seen_weight=cw["seen"],
                                                   unseen_weight=cw["unseen"],
                                                   no_object_weight=cw["no_object"]).to(self.device)
-        self.rng = torch.Generator().manual_seed(seed)
-        self.sampler = BankSampler(bank.image_ids, generator=self.rng)
+        self.images = BankImages(bank.image_ids)
+        # the whole global batch (rank 0 of 1): every rank knows every slot's image
+        self.stream = StreamBatchSampler(dataset_size=self.images.num_images,
+                                         global_batch=self.global_batch, seed=seed)
         self.step = 0
+
+    @property
+    def local_slots(self) -> range:
+        """This rank's slots of the global batch (contiguous, ``G / world_size`` of them)."""
+        per_rank = self.global_batch // self.world_size
+        return range(self.rank * per_rank, (self.rank + 1) * per_rank)
 
     # ---------------------------------------------------------------- generation helpers
     def _queries(self) -> torch.Tensor | None:
@@ -203,29 +277,91 @@ class PadingTrainer:
             return self.generator.project(self.semantic)
         return None
 
-    def _fake(self, index: torch.Tensor, queries: torch.Tensor | None) -> torch.Tensor:
-        """Fakes [len(index), E] of categories ``index`` (one fresh noise draw each)."""
+    def _fake(self, index: torch.Tensor, queries: torch.Tensor | None,
+              noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Fakes [len(index), E] of categories ``index``; ``noise`` as the generator's
+        ``noise_shape(len(index))``, or None for one fresh draw each."""
         if queries is not None:
-            return self.generator.generate(queries[index])
-        return self.generator(self.semantic[index])
+            return self.generator.generate(queries[index], noise)
+        return self.generator(self.semantic[index], noise)
+
+    def _slot_noise(self, n: int, step: int, slot: int) -> torch.Tensor | None:
+        """The generator noise of ``n`` fakes of one slot, from the slot's own seed (None: no noise)."""
+        if getattr(self.generator, "noise_std", 1.0) == 0:
+            return None
+        device = next(self.generator.parameters()).device
+        stream = torch.Generator(device=device).manual_seed(image_seed(self.seed, step, slot))
+        return self.generator.sample_noise(n, generator=stream)
 
     # ---------------------------------------------------------------- one training step
     def train_step(self) -> dict[str, float]:
-        """One generator step and one classifier step; returns the logged scalars."""
-        lc, k = self.loss_cfg, self.num_classes
+        """One generator step and one classifier step; returns the logged scalars (the same on
+        every rank: every loss is evaluated on the whole global batch)."""
+        k, step, g = self.num_classes, self.step, self.global_batch
         self.generator.train()
         if self.disentangler is not None:
             self.disentangler.train()
-        rows = self.sampler.sample(self.optim_cfg["images_per_step"])
-        real = self.embeds[rows].float().to(self.device)              # [R, E]
+        slot_rows = [self.images.rows(i) for i in self.stream.batch(step)]     # G x [R_s]
+        rows = torch.cat(slot_rows)
+        real = self.embeds[rows].float().to(self.device)              # [R, E] global batch
         labels = self.labels[rows].to(self.device)                    # [R]
         matched = labels < k
-        real_seen, y_seen = real[matched], labels[matched]
         logs: dict[str, float] = {"matched_per_step": float(matched.sum())}
+        if bool(matched.any()):
+            self._generator_step(slot_rows, real[matched], labels[matched], logs)
 
-        if y_seen.numel() > 0:
+        # classifier step: all real rows + one fake for each of num_choose unseen categories
+        x, y = real, labels
+        if self.unseen_index.numel() > 0 and self.optim_cfg["num_choose"] > 0:
+            with seeded(image_seed(self.seed, step, g + 1), self.device), torch.no_grad():
+                choose = self.unseen_index[torch.randperm(self.unseen_index.numel())
+                                           [:self.optim_cfg["num_choose"]]].to(self.device)
+                fake_unseen = self._fake(choose, self._queries())
+            x, y = torch.cat([real, fake_unseen]), torch.cat([labels, choose])
+        ce = F.cross_entropy(self.head(x), y, weight=self.class_weights)
+        self.opt_head.zero_grad(set_to_none=True)
+        ce.backward()
+        distributed.average_gradients(list(self.head.parameters()))
+        self.opt_head.step()
+        logs["loss/classifier"] = _scalar(ce)
+        logs["lr/generator"] = self.scheduler.get_last_lr()[0]
+        self.step += 1
+        return logs
+
+    def _generator_step(self, slot_rows: list[torch.Tensor], real_seen: torch.Tensor,
+                        y_seen: torch.Tensor, logs: dict[str, float]) -> None:
+        """Fakes of this rank's slots -> all-gather -> global losses -> two-part backward ->
+        gradients averaged over ranks -> Adam + LR schedule (see the module docstring).
+
+        real_seen [Rs, E] float32 and y_seen [Rs] are the matched rows of the whole global
+        batch in slot order (the order the gathered fakes come in)."""
+        lc, k, step, g = self.loss_cfg, self.num_classes, self.step, self.global_batch
+        queries_local = self._queries()
+        # One batched generator call for this rank's slots (a call per slot was ~5x slower on
+        # CPU). Each slot's noise still comes from its own seed, so the fakes of a slot do not
+        # depend on how slots are split over ranks; the generator's dropout is drawn once per rank
+        # (as in any DDP run with dropout), so with dropout 0 two processes equal one exactly.
+        ys, noises = [], []
+        for slot in self.local_slots:
+            y_slot = self.labels[slot_rows[slot]]
+            y_slot = y_slot[y_slot < k].to(self.device)
+            if y_slot.numel():
+                ys.append(y_slot)
+                noises.append(self._slot_noise(y_slot.numel(), step, slot))
+        if ys:
+            noise = None if noises[0] is None else torch.cat(noises, dim=-2)   # rows: dim -2 for both kinds
+            with seeded(image_seed(self.seed, step, self.local_slots.start), self.device):
+                local_fake = self._fake(torch.cat(ys), queries_local, noise)
+        else:
+            local_fake = real_seen.new_zeros((0, self.embed_dim))
+        chunks = distributed.all_gather_rows(local_fake)
+        offset = sum(c.shape[0] for c in chunks[:self.rank])
+        fake_seen = torch.cat(chunks).requires_grad_(True)           # [Rs, E] leaf
+        if fake_seen.shape[0] != y_seen.shape[0]:
+            raise RuntimeError(f"gathered {fake_seen.shape[0]} fakes for {y_seen.shape[0]} matched rows")
+
+        with seeded(image_seed(self.seed, step, g), self.device):     # shared by every rank
             queries = self._queries()
-            fake_seen = self._fake(y_seen, queries)
             if lc["mmd_mode"] == "per_class":
                 mmd = L.classwise_mmd_loss(fake_seen, y_seen, real_seen, y_seen,
                                            bandwidths=lc["mmd_bandwidths"])
@@ -242,28 +378,15 @@ class PadingTrainer:
             if structure is not None:
                 total = total + lc["structure_weight"] * structure
                 logs["loss/structure"] = _scalar(structure)
-            self.opt_generator.zero_grad(set_to_none=True)
-            total.backward()
-            self.opt_generator.step()
-            self.scheduler.step()
-            logs["loss/generator_total"] = _scalar(total)
-
-        # classifier step: all real rows + one fake for each of num_choose unseen categories
-        x, y = real, labels
-        if self.unseen_index.numel() > 0 and self.optim_cfg["num_choose"] > 0:
-            choose = self.unseen_index[torch.randperm(self.unseen_index.numel(), generator=self.rng)
-                                       [:self.optim_cfg["num_choose"]]].to(self.device)
-            with torch.no_grad():
-                fake_unseen = self._fake(choose, self._queries())
-            x, y = torch.cat([real, fake_unseen]), torch.cat([labels, choose])
-        ce = F.cross_entropy(self.head(x), y, weight=self.class_weights)
-        self.opt_head.zero_grad(set_to_none=True)
-        ce.backward()
-        self.opt_head.step()
-        logs["loss/classifier"] = _scalar(ce)
-        logs["lr/generator"] = self.scheduler.get_last_lr()[0]
-        self.step += 1
-        return logs
+        self.opt_generator.zero_grad(set_to_none=True)
+        total.backward()               # grads of the shared computation + d total / d fake_seen
+        if local_fake.requires_grad and fake_seen.grad is not None:
+            grad = fake_seen.grad[offset:offset + local_fake.shape[0]] * self.world_size
+            local_fake.backward(grad)  # + this rank's slots; averaging makes it the sum over ranks
+        distributed.average_gradients(self.generator_params)
+        self.opt_generator.step()
+        self.scheduler.step()
+        logs["loss/generator_total"] = _scalar(total)
 
     def _structure_loss(self, fake_seen: torch.Tensor, y_seen: torch.Tensor,
                         queries: torch.Tensor | None, logs: dict[str, float]) -> torch.Tensor | None:
@@ -311,7 +434,8 @@ class PadingTrainer:
 
     # ---------------------------------------------------------------- final head
     def final_head(self) -> tuple[nn.Linear, dict[str, float]]:
-        """Refit the head on the bank + generated unseen embeddings (`fit_head`).
+        """Refit the head on the bank + generated unseen embeddings (`fit_head`). Deterministic
+        (seeded); `train_pading` calls it on rank 0 only.
 
         Each seen category keeps at most ``max_rows_per_class`` real rows (seeded subsample);
         no-object rows are subsampled by the same overall fraction as the object rows, so the
@@ -360,21 +484,29 @@ class PadingTrainer:
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "variant": self.variant, "seed": self.seed,
-                "config": _resume_key(self.cfg),
+        """Everything to resume (checkpoint.pt, format 2); call on every rank (it all-gathers
+        the per-rank Python / NumPy / torch / CUDA RNG states). torch.load(weights_only=True)-safe."""
+        return {"format": CHECKPOINT_FORMAT, "step": self.step, "variant": self.variant,
+                "seed": self.seed, "config": _resume_key(self.cfg), "world_size": self.world_size,
                 "generator": self.generator.state_dict(),
                 "disentangler": self.disentangler.state_dict() if self.disentangler else None,
                 "head": self.head.state_dict(), "opt_generator": self.opt_generator.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "opt_head": self.opt_head.state_dict(),
-                "rng": self.rng.get_state(), "torch_rng": torch.get_rng_state()}
+                "rng": distributed.all_gather_objects(checkpoints.rng_state())}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a `state_dict` (any world size; the RNG states only when it is the one that
+        saved them). A format-1 checkpoint (written before multi-process training) restores
+        models, optimizers and scheduler; its image stream differs, with a warning."""
         if (state["variant"], state["seed"]) != (self.variant, self.seed):
             raise ValueError(f"checkpoint is of variant {state['variant']!r} seed {state['seed']}, "
                              f"not {self.variant!r} seed {self.seed}; use --restart or another --out")
         if state["config"] != _resume_key(self.cfg):
             raise ValueError("checkpoint was trained with another config (only optim.steps, "
                              "final_head and logging may change on resume); use --restart or another --out")
+        fmt = int(state.get("format", 1))
+        if fmt > CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint format {fmt} is newer than this code's {CHECKPOINT_FORMAT}")
         self.step = int(state["step"])
         self.generator.load_state_dict(state["generator"])
         if self.disentangler is not None:
@@ -383,8 +515,13 @@ class PadingTrainer:
         self.opt_generator.load_state_dict(state["opt_generator"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.opt_head.load_state_dict(state["opt_head"])
-        self.rng.set_state(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
+        if fmt == 1:
+            warnings.warn("checkpoint.pt has format 1 (single-process trainer): models and "
+                          "optimizers restored, but the image stream and noise draws continue "
+                          "differently from the run that wrote it", stacklevel=2)
+            torch.set_rng_state(state["torch_rng"])
+        elif int(state["world_size"]) == self.world_size:
+            checkpoints.set_rng_state(state["rng"][self.rank])
 
 
 def _resume_key(cfg: dict[str, Any]) -> str:
@@ -458,40 +595,68 @@ def train_pading(*, bank_path: str | Path, segmenter: str | Path, config: dict[s
                  device: str = "cpu", text_encoder: str | None = None, clip_weights: str | None = None,
                  restart: bool = False, progress: bool = True, tensorboard: bool | None = None,
                  command: list[str] | None = None) -> dict[str, Any]:
-    """Run stages 2-3 and write OUT (see the module docstring); returns the summary written to config.json."""
+    """Run stages 2-3 and write OUT (see the module docstring); returns the summary written to
+    config.json (on ranks > 0: the same without the final head's metrics).
+
+    Under torchrun (WORLD_SIZE > 1 in the environment) every process calls this; it joins the
+    process group (``device`` "cuda" -> cuda:LOCAL_RANK, "cpu" -> gloo) and leaves it at the
+    end unless the caller had joined it already.
+    """
     from tqdm import tqdm
 
     validate_config(config)
+    owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    info = distributed.init_distributed(device)
+    try:
+        return _train(bank_path=bank_path, segmenter=segmenter, config=config, out_dir=out_dir,
+                      variant=variant, seed=seed, steps=steps, info=info,
+                      text_encoder=text_encoder, clip_weights=clip_weights, restart=restart,
+                      progress=progress, tensorboard=tensorboard, command=command, tqdm=tqdm)
+    finally:
+        if owns_group:
+            distributed.shutdown()
+
+
+def _train(*, bank_path: str | Path, segmenter: str | Path, config: dict[str, Any],
+           out_dir: str | Path, variant: str, seed: int, steps: int | None,
+           info: distributed.DistInfo, text_encoder: str | None, clip_weights: str | None,
+           restart: bool, progress: bool, tensorboard: bool | None, command: list[str] | None,
+           tqdm: Any) -> dict[str, Any]:
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     bank = load_feature_bank(bank_path, segmenter_hash=segmenter_hash(segmenter))
     names = [c["name"] for c in bank.categories]
     semantic, encoder_id = encode_categories(config, names, override=text_encoder,
                                              clip_weights=clip_weights)
     trainer = PadingTrainer(bank=bank, semantic=semantic, cfg=config, variant=variant, seed=seed,
-                            device=device)
+                            device=info.device, rank=info.rank, world_size=info.world_size)
     total_steps = int(steps if steps is not None else config["optim"]["steps"])
     ckpt = out / "checkpoint.pt"
     if ckpt.exists() and not restart:
-        trainer.load_state_dict(torch.load(ckpt, map_location=device, weights_only=False))
-        print(f"resuming {out} at step {trainer.step}")
+        trainer.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
+        if info.is_main:
+            print(f"resuming {out} at step {trainer.step}")
+    distributed.barrier()          # every rank has read checkpoint.pt before rank 0 rewrites it
 
     log_cfg = config["logging"]
     use_tb = log_cfg["tensorboard"] if tensorboard is None else tensorboard
     writer = None
-    if use_tb:
+    if use_tb and info.is_main:
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(out / "tb"), purge_step=trainer.step)
 
     def save_checkpoint() -> None:
-        buffer = io.BytesIO()
-        torch.save(trainer.state_dict(), buffer)
-        atomic_write_bytes(ckpt, buffer.getvalue())
+        state = trainer.state_dict()                   # collective: every rank
+        if info.is_main:
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            atomic_write_bytes(ckpt, buffer.getvalue())
 
     started = time.time()
     logs: dict[str, float] = {}
     bar = tqdm(total=total_steps, initial=trainer.step, desc=f"pading/{variant}", unit="step",
-               disable=not progress)
+               disable=not (progress and info.is_main))
     while trainer.step < total_steps:
         logs = trainer.train_step()
         bar.update(1)
@@ -511,9 +676,27 @@ def train_pading(*, bank_path: str | Path, segmenter: str | Path, config: dict[s
     common = {"variant": variant, "seed": seed,
               "text_encoder": {"id": encoder_id, "dim": int(semantic.shape[1])},
               "categories": categories, "segmenter_hash": bank.segmenter_hash}
-    save_head(out / "head_online.safetensors", trainer.head, metadata=common)
     metrics = {"steps": trainer.step, "train_seconds_this_run": round(time.time() - started, 2),
                **{k: v for k, v in logs.items() if math.isfinite(v)}}
+    summary = {"format": "zsp-pading-run", "config": config, **common,
+               "head_rows": [c["id"] for c in categories] + [0],
+               "bank": {"path": str(Path(bank_path).resolve()), "rows": len(bank),
+                        "embed_dim": bank.embed_dim, "extra": bank.extra},
+               "segmenter": str(segmenter), "world_size": info.world_size, "metrics": metrics}
+    if info.is_main:                                   # files and the final head: rank 0 only
+        _finish(trainer, out, config=config, common=common, metrics=metrics, semantic=semantic,
+                names=names, encoder_id=encoder_id, writer=writer)
+        summary["provenance"] = provenance(command)
+        write_json(out / "config.json", summary)
+    distributed.barrier()
+    return summary
+
+
+def _finish(trainer: PadingTrainer, out: Path, *, config: dict[str, Any], common: dict[str, Any],
+            metrics: dict[str, Any], semantic: torch.Tensor, names: list[str], encoder_id: str,
+            writer: Any) -> None:
+    """Rank 0: the heads (online and final), the generator, the text embeddings, TensorBoard."""
+    save_head(out / "head_online.safetensors", trainer.head, metadata=common)
     head = trainer.head
     if config["final_head"]["enabled"]:
         t0 = time.time()
@@ -521,7 +704,7 @@ def train_pading(*, bank_path: str | Path, segmenter: str | Path, config: dict[s
         metrics.update(head_metrics, final_head_seconds=round(time.time() - t0, 3))
     save_head(out / "head.safetensors", head, metadata=common)
     save_generator(out / "generator.safetensors", trainer.generator,
-                   metadata={"text_encoder": common["text_encoder"], "variant": variant})
+                   metadata={"text_encoder": common["text_encoder"], "variant": common["variant"]})
     from safetensors.torch import save
     atomic_write_bytes(out / "text_embeddings.safetensors",
                        save({"embeddings": semantic.float().contiguous()},
@@ -531,13 +714,6 @@ def train_pading(*, bank_path: str | Path, segmenter: str | Path, config: dict[s
             if key.startswith("final_head/") and math.isfinite(value):
                 writer.add_scalar(key, value, trainer.step)
         writer.close()
-    summary = {"format": "zsp-pading-run", "config": config, **common,
-               "head_rows": [c["id"] for c in categories] + [0],
-               "bank": {"path": str(Path(bank_path).resolve()), "rows": len(bank),
-                        "embed_dim": bank.embed_dim, "extra": bank.extra},
-               "segmenter": str(segmenter), "metrics": metrics, "provenance": provenance(command)}
-    write_json(out / "config.json", summary)
-    return summary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -549,7 +725,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", default="pading", choices=VARIANTS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None, help="override optim.steps")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, cuda (under torchrun: cuda:LOCAL_RANK), cuda:N or auto")
     parser.add_argument("--text-encoder", default=None, help="override text_encoder.name (e.g. attributes)")
     parser.add_argument("--clip-weights", default=None, help="local CLIP weights file for clip encoders")
     parser.add_argument("--restart", action="store_true", help="ignore OUT/checkpoint.pt")
@@ -565,5 +742,17 @@ def run(args: argparse.Namespace) -> int:
                            device=args.device, text_encoder=args.text_encoder,
                            clip_weights=args.clip_weights, restart=args.restart,
                            progress=not args.quiet, tensorboard=False if args.no_tensorboard else None)
-    print(json.dumps({k: summary["metrics"][k] for k in sorted(summary["metrics"])}, indent=1))
+    if "provenance" in summary:                       # rank 0 (the one that wrote config.json)
+        print(json.dumps({k: summary["metrics"][k] for k in sorted(summary["metrics"])}, indent=1))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.train_pading ...`` (what torchrun starts)."""
+    parser = argparse.ArgumentParser(prog="zsp train pading", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -216,3 +216,64 @@ def coco_instance_dataset(root: str | os.PathLike, *, split: str, protocol: str 
 
 
 TASK_DATASETS = {"panoptic": coco_panoptic_dataset, "semantic": coco_stuff_dataset, "instance": coco_instance_dataset}
+
+
+# ---------------------------------------------------------------- training entry points
+
+# protocol name (the split's short name) -> task of the loaders above
+COCO_PROTOCOLS: dict[str, str] = {"zsp": "panoptic", "zss": "semantic",
+                                  "zsi-48-17": "instance", "zsi-65-15": "instance"}
+
+
+def missing_train_files(root: str | os.PathLike, task: str) -> list[Path]:
+    """Paths the training split of ``task`` needs under ``root`` that are absent (or empty).
+
+    An entry and its alternative (COCO-Stuff label formats) count as missing only together;
+    entries made by a command (the ZSP view) are left to the loader, which names the command.
+    """
+    from zsp_ros.data.coco_layout import LAYOUT, check_layout
+
+    report = check_layout(root)
+    present = {d["key"]: d["present"] for d in report["entries"]}
+    for e in LAYOUT:
+        if e.alternative_of and present[e.key]:
+            present[e.alternative_of] = True
+    return [Path(root) / e.path for e in LAYOUT
+            if task in e.tasks and "train" in e.key and not e.made_by and not e.alternative_of
+            and not present[e.key]]
+
+
+def coco_training_dataset(root: str | os.PathLike, *, protocol: str, supervised: bool = False,
+                          split_file: str | os.PathLike | None = None,
+                          transform: Transform | None = None) -> torch.utils.data.Dataset:
+    """The training split of COCO under ``protocol`` (a ``COCO_PROTOCOLS`` name).
+
+    ``dataset.categories`` is the training class list: the split's seen categories in split
+    order (``supervised``: all of them, the oracle). ``split_file`` replaces the protocol's
+    split (COCO-format data of one's own with other category ids). A missing input raises
+    FileNotFoundError naming every missing path and pointing to ``zsp data check --coco ROOT``.
+    """
+    if protocol not in COCO_PROTOCOLS:
+        raise ValueError(f"unknown COCO protocol {protocol!r}; choose from {', '.join(COCO_PROTOCOLS)}")
+    task = COCO_PROTOCOLS[protocol]
+    check = f"`zsp data check --coco {root}` lists the expected layout"
+    missing = missing_train_files(root, task)
+    if missing:
+        raise FileNotFoundError(f"COCO {task} training data is incomplete under {root}: missing "
+                                f"{', '.join(map(str, missing))}; {check}")
+    loader = {"panoptic": coco_panoptic_dataset, "semantic": coco_stuff_dataset,
+              "instance": coco_instance_dataset}[task]
+    try:
+        return loader(root, split="train", protocol="supervised" if supervised else "zero-shot",
+                      split_file=protocol if split_file is None else split_file, transform=transform)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{exc}; {check}") from None
+
+
+def coco_split_categories(protocol: str, split_file: str | os.PathLike | None = None) -> list[Category]:
+    """All categories (seen and unseen, ``seen`` flag kept) of a protocol's split, without ``excluded_ids``."""
+    if protocol not in COCO_PROTOCOLS:
+        raise ValueError(f"unknown COCO protocol {protocol!r}; choose from {', '.join(COCO_PROTOCOLS)}")
+    split = load_coco_split(protocol if split_file is None else split_file)
+    excluded = set(split["excluded_ids"])
+    return [c for c in split["categories"] if c["id"] not in excluded]

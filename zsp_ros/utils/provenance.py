@@ -5,6 +5,7 @@ Every training run and benchmark records `provenance()` next to its results.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import platform
@@ -15,8 +16,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-_LIBRARIES = ("torch", "torchvision", "numpy", "scipy", "onnx", "onnxruntime", "pycocotools",
-              "safetensors", "open_clip", "sentence_transformers", "rclpy")
+# module name -> distribution name (read from the installed metadata: importing open_clip or
+# sentence_transformers just to ask costs seconds per command)
+_LIBRARIES = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "scipy": "scipy",
+              "onnx": "onnx", "onnxruntime": "onnxruntime", "pycocotools": "pycocotools",
+              "safetensors": "safetensors", "open_clip": "open_clip_torch",
+              "sentence_transformers": "sentence-transformers", "rclpy": "rclpy"}
 
 
 def seed_everything(seed: int) -> None:
@@ -63,13 +68,19 @@ def machine_info() -> dict[str, Any]:
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that can change results; absent ones are left out."""
+    from importlib import metadata
+
     versions = {}
-    for name in _LIBRARIES:
-        try:
-            module = importlib.import_module(name)
-        except Exception:
+    for name, dist in _LIBRARIES.items():
+        loaded = sys.modules.get(name)
+        if loaded is not None and getattr(loaded, "__version__", None):   # e.g. torch's "+cu130" build tag
+            versions[name] = str(loaded.__version__)
             continue
-        versions[name] = str(getattr(module, "__version__", "present"))
+        try:
+            versions[name] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            if importlib.util.find_spec(name) is not None:      # importable without metadata (ROS wheels)
+                versions[name] = "present"
     return versions
 
 
