@@ -2,7 +2,7 @@
 dataset made here from the synthetic world with real COCO panoptic category ids (``--protocol zsp``):
 
 data check -> data prepare -> embed (offline MiniLM) -> train segmenter --coco (1 process) ->
-the same under torchrun (2 CPU processes, gloo) -> --resume -> train bank --coco -> train pading
+the same under torchrun (2 CPU processes, gloo) -> --resume -> train bank --coco -> train pading (1 and 2 processes)
 -> train import (a checkpoint with the released key names, PADing generator included) ->
 train kit -> zsp run over an MCAP bag written here. No step may be skipped.
 """
@@ -204,6 +204,14 @@ def test_coco_format_data_through_every_command(coco, tmp_path):
          "--out", str(pading), "--quiet", "--no-tensorboard")
     pad_summary = json.loads((pading / "config.json").read_text())
     assert pad_summary["metrics"]["steps"] == 3 and len(pad_summary["categories"]) == 133
+    # ... and the same stage under torchrun (2 CPU processes; the released code runs it on one GPU)
+    pading2 = tmp_path / "pading_ddp"
+    _zsp("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "training.train_pading",
+         "--bank", str(bank), "--segmenter", str(run2), "--config", str(pad_cfg), "--out", str(pading2),
+         "--quiet", "--no-tensorboard", timeout=240)
+    ddp_summary = json.loads((pading2 / "config.json").read_text())
+    assert ddp_summary["world_size"] == 2 and ddp_summary["metrics"]["steps"] == 3
+    assert (pading2 / "generator.safetensors").is_file() and (pading2 / "head.safetensors").is_file()
 
     # 9. import a checkpoint written with the released key names (segmenter + PADing generator)
     released = tmp_path / "pading_final.pth"
