@@ -81,3 +81,26 @@ class ToyDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         return self.items[index]
+
+
+def free_port() -> int:
+    """A free TCP port on loopback for a gloo rendezvous."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def join_gloo_group(rank: int, world_size: int, port: int):
+    """In a spawned test worker: 1 torch thread, torchrun's environment, CPU process group joined.
+
+    Returns the `training.distributed.DistInfo`; call `training.distributed.shutdown()` at the end."""
+    import os
+
+    from training import distributed
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    return distributed.init_distributed("cpu", timeout_s=60)

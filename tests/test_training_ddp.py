@@ -6,15 +6,13 @@ so the processes see different numbers of targets.
 from __future__ import annotations
 
 import json
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-from helpers_training import TinySegmenter, ToyDataset
+from helpers_training import TinySegmenter, ToyDataset, free_port, join_gloo_group
 from training import distributed
 from training.criterion import build_criterion
 from training.loop import LoopSettings, run_training
@@ -42,10 +40,7 @@ def _train(info: distributed.DistInfo) -> tuple[list[dict], dict[str, torch.Tens
 
 
 def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
-    info = distributed.init_distributed("cpu", timeout_s=60)
+    info = join_gloo_group(rank, world_size, port)
     try:
         history, state = _train(info)
         Path(out_dir, f"history_{rank}.json").write_text(json.dumps(history))
@@ -54,18 +49,12 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         distributed.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.timeout(120)
 def test_two_gloo_processes_match_one_process(tmp_path):
     torch.set_num_threads(1)
     single, single_state = _train(distributed.DistInfo(rank=0, world_size=1, local_rank=0,
                                                        device=torch.device("cpu")))
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True,
+    mp.start_processes(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True,
                        start_method="spawn")
     for rank in range(2):
         multi = json.loads((tmp_path / f"history_{rank}.json").read_text())

@@ -10,14 +10,13 @@ raised to 1 so that every gradient path shows in the comparison.
 from __future__ import annotations
 
 import json
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+from helpers_training import free_port, join_gloo_group
 from training import distributed, train_pading
 from training.feature_bank import FeatureBank
 
@@ -79,22 +78,13 @@ def run_trainer(rank: int, world_size: int) -> tuple[list[dict], dict[str, torch
 
 
 def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
-    distributed.init_distributed("cpu", timeout_s=60)
+    join_gloo_group(rank, world_size, port)
     try:
         logs, state = run_trainer(rank, world_size)
         Path(out_dir, f"logs_{rank}.json").write_text(json.dumps(logs))
         torch.save(state, Path(out_dir, f"state_{rank}.pt"))
     finally:
         distributed.shutdown()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.timeout(120)

@@ -5,7 +5,6 @@ uninterrupted N steps bitwise.
 """
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
@@ -15,7 +14,8 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-from test_training_ddp_pading import free_port, tiny_bank, tiny_config
+from helpers_training import free_port, join_gloo_group
+from test_training_ddp_pading import tiny_bank, tiny_config
 from training import checkpoint, distributed, train_pading
 from training.feature_bank import save_feature_bank, sha256_file
 
@@ -110,10 +110,7 @@ def test_pading_load_restores_the_rng_states_and_refuses_other_runs(tmp_path):
 
 
 def _worker(rank: int, world_size: int, port: int, root: str) -> None:
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
-    distributed.init_distributed("cpu", timeout_s=60)
+    join_gloo_group(rank, world_size, port)
     try:
         root_path = Path(root)
         kw = dict(bank_path=root_path / "bank.safetensors",
