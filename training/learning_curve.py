@@ -41,20 +41,12 @@ def score(model: torch.nn.Module, categories: list[dict], *, data: Path, split: 
           threshold: float, work: Path) -> dict[str, Any]:
     """Predict ``split`` (first ``limit`` images) and return PQ/SQ/RQ (percent) of all/things/stuff/seen."""
     from training.panoptic_predict import predict_panoptic
-    from zsp_ros.data.categories import read_split
-    from zsp_ros.evaluation.panoptic_quality import evaluate_panoptic
+    from training.train_segmenter import score_panoptic
 
     pred_json = predict_panoptic(model, data_dir=data, categories=categories, out_dir=work, split=split,
                                  object_mask_threshold=threshold, limit=limit)
-    gt_path = data / "annotations" / f"panoptic_{split}.json"
-    gt = json.loads(gt_path.read_text())
-    keep = {a["image_id"] for a in json.loads(pred_json.read_text())["annotations"]}
-    gt["images"] = [im for im in gt["images"] if im["id"] in keep]
-    gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] in keep]
-    gt.setdefault("info", {})["segmentations_folder"] = str((gt_path.parent / f"panoptic_{split}").resolve())
-    subset = work / f"gt_{split}.json"
-    subset.write_text(json.dumps(gt))
-    metrics = evaluate_panoptic(subset, pred_json, read_split(data / "split.json"))
+    metrics = score_panoptic(pred_json, data_dir=data, split=split, subset_dir=work)
+    keep = json.loads(pred_json.read_text())["annotations"]
     return {m: {g: metrics[m][g] for g in ("all", "things", "stuff", "seen")} for m in ("PQ", "SQ", "RQ")} | {
         "images": len(keep)}
 

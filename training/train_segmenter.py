@@ -407,13 +407,33 @@ def load_run_model(run_dir: Path, *, device: str | torch.device = "cpu"
     return model.to(device).eval(), categories
 
 
+def score_panoptic(pred_json: Path, *, data_dir: Path, split: str, subset_dir: Path | None = None
+                   ) -> dict[str, Any]:
+    """PQ metrics (percent) of COCO panoptic predictions against ``DATA/annotations/panoptic_<split>``.
+
+    With ``subset_dir``, only the predicted images are scored (a ground-truth JSON restricted to
+    them is written there), for runs that predicted the first N images."""
+    from zsp_ros.data.categories import read_split
+    from zsp_ros.evaluation.panoptic_quality import evaluate_panoptic
+
+    gt_json = Path(data_dir) / "annotations" / f"panoptic_{split}.json"
+    if subset_dir is not None:
+        gt = json.loads(gt_json.read_text())
+        keep = {a["image_id"] for a in json.loads(Path(pred_json).read_text())["annotations"]}
+        gt["images"] = [im for im in gt["images"] if im["id"] in keep]
+        gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] in keep]
+        gt.setdefault("info", {})["segmentations_folder"] = str(
+            (gt_json.parent / f"panoptic_{split}").resolve())
+        gt_json = Path(subset_dir) / f"gt_panoptic_{split}_first{len(keep)}.json"
+        gt_json.write_text(json.dumps(gt))
+    return evaluate_panoptic(gt_json, pred_json, read_split(Path(data_dir) / "split.json"))
+
+
 def evaluate_run(run_dir: Path, *, data_dir: Path, device: str = "auto", split: str = "val",
                  limit: int | None = None) -> dict[str, Any]:
     """Predict ``split`` with the run's final weights, write COCO panoptic predictions and
     ``metrics_panoptic.json`` under RUN_DIR/eval/; return the metrics (percent)."""
     from training.panoptic_predict import predict_panoptic
-    from zsp_ros.data.categories import read_split
-    from zsp_ros.evaluation.panoptic_quality import evaluate_panoptic
 
     dev = distributed.pick_device(device)
     model, categories = load_run_model(run_dir, device=dev)
@@ -422,17 +442,8 @@ def evaluate_run(run_dir: Path, *, data_dir: Path, device: str = "auto", split: 
     pred_json = predict_panoptic(model, data_dir=data_dir, categories=categories, out_dir=out,
                                  split=split, device=dev, limit=limit)
     seconds = time.perf_counter() - t0
-    gt_json = Path(data_dir) / "annotations" / f"panoptic_{split}.json"
-    if limit is not None:                     # score only the predicted images
-        gt = json.loads(gt_json.read_text())
-        keep = {a["image_id"] for a in json.loads(pred_json.read_text())["annotations"]}
-        gt["images"] = [im for im in gt["images"] if im["id"] in keep]
-        gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] in keep]
-        gt.setdefault("info", {})["segmentations_folder"] = str(
-            (gt_json.parent / f"panoptic_{split}").resolve())
-        gt_json = out / f"gt_panoptic_{split}_first{limit}.json"
-        gt_json.write_text(json.dumps(gt))
-    metrics = evaluate_panoptic(gt_json, pred_json, read_split(Path(data_dir) / "split.json"))
+    metrics = score_panoptic(pred_json, data_dir=data_dir, split=split,
+                             subset_dir=out if limit is not None else None)
     metrics["prediction_seconds"] = round(seconds, 2)
     metrics["images"] = len(json.loads(pred_json.read_text())["annotations"])
     write_json(out / "metrics_panoptic.json", metrics)
