@@ -69,9 +69,12 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load_config(args.run / "config.yaml")
     categories = json.loads((args.run / "categories.json").read_text())
+    found = _checkpoints(args.checkpoints)
+    if not found:
+        raise SystemExit(f"learning_curve: no model_NNNNNNN.safetensors in {', '.join(map(str, args.checkpoints))}")
     rows = []
     t0 = time.perf_counter()
-    for iteration, path in _checkpoints(args.checkpoints):
+    for iteration, path in found:
         model = build_mask2former(cfg["model"], num_classes=len(categories))
         checkpoint.load_weights(path, model)
         model.eval()
