@@ -190,3 +190,20 @@ def test_bad_shapes_are_clear_errors():
         panoptic_inference(torch.zeros(3, 4), torch.zeros(2, 2, 2), isthing=torch.ones(3))
     with pytest.raises(ValueError, match="isthing"):
         panoptic_inference(torch.zeros(3, 4), torch.zeros(3, 2, 2), isthing=torch.ones(2))
+
+
+def test_first_argmax_is_argmax_with_ties_broken_to_the_first():
+    from zsp_ros.runtime.postprocess import first_argmax
+
+    g = torch.Generator().manual_seed(3)
+    for shape in [(1, 5, 6), (4, 7, 9), (30, 3, 4), (64, 50)]:
+        values = torch.rand(*shape, generator=g)
+        if shape[0] > 2:
+            values[2] = values[0]                          # exact ties: the first wins
+            values[1] = 0.0
+        got = first_argmax(values)
+        assert got.dtype == torch.int64 and torch.equal(got, values.argmax(0)), shape
+    saturated = torch.ones(3, 2, 2)                        # every query equal everywhere
+    assert torch.equal(first_argmax(saturated), torch.zeros(2, 2, dtype=torch.int64))
+    with_nan = torch.tensor([[0.1, float("nan")], [0.3, 0.2]])
+    assert 0 <= int(first_argmax(with_nan).min()) and int(first_argmax(with_nan).max()) < 2

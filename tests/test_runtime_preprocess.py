@@ -86,3 +86,20 @@ def test_masks_back_to_resized_and_labels_back_to_input():
     back = labels_to_input(labels, geo)
     assert back.shape == (30, 50) and back.dtype == torch.int32
     assert back[0, 0] == 0 and back[1, 1] == labels[2, 2]
+
+
+@pytest.mark.parametrize("input_hw, resized_hw, padded_hw", [
+    ((480, 640), (128, 171), (128, 192)), ((128, 128), (128, 128), (128, 128)),
+    ((1, 1), (128, 128), (128, 128)), ((2000, 100), (640, 32), (640, 32))])
+def test_mask_upsampler_equals_interpolate_then_crop(input_hw, resized_hw, padded_hw):
+    from zsp_ros.runtime.preprocess import MaskUpsampler
+
+    geometry = Geometry(input_hw=input_hw, resized_hw=resized_hw, padded_hw=padded_hw)
+    logits = torch.randn(5, padded_hw[0] // 4, padded_hw[1] // 4, generator=torch.Generator().manual_seed(0)) * 5
+    upsample = MaskUpsampler(tuple(logits.shape[-2:]), geometry)
+    got, want = upsample(logits), masks_to_resized(logits, geometry)
+    assert got.shape == want.shape == (5, *resized_hw)
+    assert torch.allclose(got, want, atol=1e-5, rtol=0)
+    assert upsample(logits[:0]).shape == (0, *resized_hw)
+    with pytest.raises(ValueError, match="planned for masks"):
+        upsample(logits[:, :-1])

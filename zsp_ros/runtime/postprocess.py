@@ -6,6 +6,7 @@ No Python loop runs over pixels or queries; the only loops build the small resul
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -19,6 +20,22 @@ def _check(class_logits: torch.Tensor, mask_logits: torch.Tensor, name: str) -> 
     if class_logits.shape[1] < 2:
         raise ValueError(f"{name}: class_logits needs K >= 1 classes plus no-object, got "
                          f"{class_logits.shape[1]} columns")
+
+
+def first_argmax(values: torch.Tensor) -> torch.Tensor:
+    """Index of the first maximum over dim 0: float [n, ...] -> int64 [...] (``argmax(0)``'s rule).
+
+    Built from ``amax`` reductions and float arithmetic: on this CPU build, ``max(0).indices`` /
+    ``argmax(0)`` over a short leading dimension and bool-valued comparisons are unvectorised;
+    this is 2-3x faster than ``max(0).indices`` at n = 4..64 (measured, 128 x 171 and 64 x 1376).
+    NaN-free input assumed; a position with NaN gets some index in [0, n) (never out of range).
+    """
+    n = values.shape[0]
+    values = values.float()
+    hits = (values - values.amax(0)).sign_().add_(1)                          # 1 at maxima, else 0
+    countdown = torch.arange(n, 0, -1, dtype=torch.float32, device=values.device)   # n .. 1
+    first = hits.mul_(countdown.view(n, *([1] * (values.dim() - 1)))).amax(0)   # n - first index
+    return (n - first).long().clamp_(0, n - 1)
 
 
 def semantic_inference(class_logits: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
@@ -52,66 +69,80 @@ def panoptic_inference(class_logits: torch.Tensor, mask_logits: torch.Tensor, *,
         overlap_threshold: minimum (won pixels / own mask pixels) of a kept query.
 
     Returns:
-        ``id_map`` int32 [h, w], 0 where no segment; ``segments``: one dict per segment, in id
+        ``id_map`` int32 [h, w] on the host (CPU), 0 where no segment; ``segments``: one dict per segment, in id
         order, ``{"id": int, "class_index": int, "isthing": bool, "score": float (the highest
         class probability among its queries), "area": int (pixels in id_map)}``.
     """
     _check(class_logits, mask_logits, "panoptic_inference")
     num_classes = class_logits.shape[1] - 1
-    isthing = torch.as_tensor(isthing, dtype=torch.bool, device=class_logits.device)
+    isthing = torch.as_tensor(isthing, dtype=torch.bool)
     if isthing.shape != (num_classes,):
         raise ValueError(f"panoptic_inference: isthing must be [K]=[{num_classes}], got "
                          f"{tuple(isthing.shape)}")
-    h, w = mask_logits.shape[-2:]
     scores, labels = class_logits.float().softmax(-1).max(-1)                  # [Q]
     keep = labels.ne(num_classes) & (scores > object_mask_threshold)
-    probs = mask_logits.float()
-    if not bool(keep.all()):                   # callers that filtered already skip two copies
-        scores, labels, probs = scores[keep], labels[keep], probs[keep]        # [n], [n], [n,h,w]
-    probs = probs.sigmoid()
+    return panoptic_from_kept(scores[keep], labels[keep], mask_logits[keep],
+                              isthing=isthing.cpu().numpy(), overlap_threshold=overlap_threshold)
+
+
+def panoptic_from_kept(scores: torch.Tensor, labels: torch.Tensor, mask_logits: torch.Tensor, *,
+                       isthing: np.ndarray, overlap_threshold: float = 0.8
+                       ) -> tuple[torch.Tensor, list[dict]]:
+    """The pixel assignment of `panoptic_inference` for queries already kept by their class score.
+
+    Args:
+        scores: float [n] class probability of each kept query; labels: int64 [n] its class index.
+        mask_logits: float [n, h, w] (any device).
+        isthing: numpy bool [K], per class index.
+        overlap_threshold: as in `panoptic_inference`.
+
+    Returns:
+        as `panoptic_inference`, with ``id_map`` on the host (CPU). The [h, w] work runs in torch
+        on the masks' device (a dozen operations); the per-query bookkeeping ([n] arrays) in numpy.
+    """
     n = scores.shape[0]
-    id_map = torch.zeros((h, w), dtype=torch.int32, device=mask_logits.device)
+    h, w = mask_logits.shape[-2:]
     if n == 0:
-        return id_map, []
-
-    # max(0).indices, not argmax(0): same first-maximum rule, ~6x faster on CPU for a reduction
-    # over the leading dimension (measured: 2.5 ms -> 0.4 ms at n=2, 128x171).
-    winner = (scores[:, None, None] * probs).max(0).indices                   # [h, w]
-    query_ids = torch.arange(n, device=probs.device)
+        return torch.zeros((h, w), dtype=torch.int32), []
+    probs = mask_logits.float().sigmoid()                                      # [n, h, w]
+    winner = first_argmax(probs * scores.float()[:, None, None])               # [h, w]
     own = probs >= 0.5                                                         # [n, h, w]
-    in_own = own.gather(0, winner[None])[0]                                   # [h, w]: winner's own mask
-    # areas by counting winners, not by [n,h,w] comparisons: won = pixels a query wins,
-    # own = its own mask, final = won and in its own mask
-    won_area = torch.bincount(winner.flatten(), minlength=n)
-    own_area = own.flatten(1).sum(1)
-    final_area = torch.bincount(winner[in_own], minlength=n)
-    valid = ((won_area > 0) & (own_area > 0) & (final_area > 0)
-             & (won_area.float() / own_area.clamp(min=1).float() >= overlap_threshold))
+    in_own = own.gather(0, winner[None])[0]                                   # winner's own mask
+    # areas by counting, not by [n,h,w] comparisons: one bincount of code = 2 * winner + in_own
+    # gives, per query, the pixels it won outside (even) and inside (odd) its own mask
+    code = torch.add(in_own, winner, alpha=2)                                 # int64 [h, w]
+    won_in_out = torch.bincount(code.flatten(), minlength=2 * n).view(n, 2)
+    counts = torch.stack([won_in_out.sum(1), own.flatten(1).sum(1), won_in_out[:, 1]])
+    won_area, own_area, final_area = counts.cpu().numpy()                      # [n] each
+    scores_np, labels_np = scores.float().cpu().numpy(), labels.cpu().numpy()
 
+    valid = ((won_area > 0) & (own_area > 0) & (final_area > 0)
+             & (won_area / np.maximum(own_area, 1) >= overlap_threshold))
     # A segment is named by its first query: itself for things, the first valid query of the
     # same class for stuff. Segment ids are the ranks of those first queries.
-    stuff = ~isthing[labels]
-    same_stuff = ((labels[:, None] == labels[None, :]) & stuff[:, None] & stuff[None, :]
+    query_ids = np.arange(n)
+    stuff = ~np.asarray(isthing, dtype=bool)[labels_np]
+    same_stuff = ((labels_np[:, None] == labels_np[None, :]) & stuff[:, None] & stuff[None, :]
                   & valid[None, :])
-    first = torch.where(same_stuff, query_ids[None, :], n).min(1).values
-    first = torch.where(stuff & valid, first, query_ids)                       # [n], < n
+    first = np.where(same_stuff, query_ids[None, :], n).min(1)
+    first = np.where(stuff & valid, first, query_ids)                         # [n], < n
     is_first = valid & (first == query_ids)
-    rank = torch.cumsum(is_first.long(), 0)                                   # 1-based at firsts
-    seg_of_query = torch.where(valid, rank[first], torch.zeros_like(rank))     # [n], 0 = dropped
+    rank = np.cumsum(is_first)                                                # 1-based at firsts
+    seg_of_query = np.where(valid, rank[first], 0).astype(np.int32)           # [n], 0 = dropped
+    num_segments = int(rank[-1])
+    areas = np.bincount(seg_of_query, weights=final_area, minlength=num_segments + 1)[1:]
+    seg_scores = np.full(num_segments, -np.inf, dtype=np.float32)
+    np.maximum.at(seg_scores, seg_of_query[valid] - 1, scores_np[valid])
+    seg_classes = labels_np[is_first]
 
-    id_map = torch.where(in_own, seg_of_query[winner], 0).to(torch.int32)
-
-    num_segments = int(is_first.sum())
-    areas = torch.bincount(id_map.flatten().long(), minlength=num_segments + 1)[1:]
-    seg_index = (seg_of_query - 1).clamp(min=0)
-    seg_scores = torch.zeros(num_segments, device=scores.device).scatter_reduce(
-        0, seg_index[valid], scores[valid], reduce="amax", include_self=False)
-    first_queries = query_ids[is_first]
-    seg_classes = labels[first_queries]
-    segments = [{"id": i + 1, "class_index": int(c), "isthing": bool(isthing[c]),
-                 "score": float(s), "area": int(a)}
-                for i, (c, s, a) in enumerate(zip(seg_classes.tolist(), seg_scores.tolist(),
-                                                  areas.tolist()))]
+    lut = np.zeros(2 * n, dtype=np.int32)                                     # code -> segment id
+    lut[1::2] = seg_of_query                                                  # 0 outside own masks
+    id_map = torch.from_numpy(lut.take(code.cpu().numpy()))                   # int32 [h, w], host
+    # (numpy take: ~4x faster than torch indexing here; the id map is wanted on the host anyway)
+    segments = [{"id": i + 1, "class_index": int(c), "isthing": not bool(st), "score": float(s),
+                 "area": int(a)}
+                for i, (c, st, s, a) in enumerate(zip(seg_classes, stuff[is_first], seg_scores,
+                                                      areas))]
     return id_map, segments
 
 

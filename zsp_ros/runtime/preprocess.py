@@ -148,6 +148,35 @@ def masks_to_resized(mask_logits: torch.Tensor, geometry: Geometry) -> torch.Ten
     return mask_logits[:, :rh, :rw]
 
 
+class MaskUpsampler:
+    """`masks_to_resized` as two matrix products, planned once per (mask size, geometry).
+
+    Bilinear resizing (align_corners=False) is separable: rows and columns are each a linear map,
+    so upsample-then-crop is ``Ry @ M @ Rx.T`` with ``Ry`` [rh, h] and ``Rx`` [rw, w] the first
+    rows of the 1-D interpolation matrices to the padded size. For the few kept queries of a frame
+    this is ~10x cheaper on CPU than ``F.interpolate`` to the padded size followed by a crop, and
+    equal to it up to float rounding (tests).
+    """
+
+    def __init__(self, mask_hw: tuple[int, int], geometry: Geometry, device: torch.device | str = "cpu"):
+        (h, w), (ph, pw), (rh, rw) = mask_hw, geometry.padded_hw, geometry.resized_hw
+        self.mask_hw = (int(h), int(w))
+        self.rows = _linear_resize_matrix(h, ph)[:rh].to(device)          # [rh, h]
+        self.cols_t = _linear_resize_matrix(w, pw)[:rw].t().contiguous().to(device)   # [w, rw]
+
+    def __call__(self, mask_logits: torch.Tensor) -> torch.Tensor:
+        """float [N,h,w] -> float32 [N,rh,rw]; N may be 0."""
+        if tuple(mask_logits.shape[-2:]) != self.mask_hw:
+            raise ValueError(f"MaskUpsampler: planned for masks {self.mask_hw}, got {tuple(mask_logits.shape[-2:])}")
+        return torch.matmul(torch.matmul(self.rows, mask_logits.float()), self.cols_t)
+
+
+def _linear_resize_matrix(src: int, dst: int) -> torch.Tensor:
+    """float32 [dst, src]: the weights of 1-D linear interpolation (align_corners=False) src -> dst."""
+    eye = torch.eye(src, dtype=torch.float32)[None, None]                   # [1,1,src,src]
+    return F.interpolate(eye, size=(dst, src), mode="bilinear", align_corners=False)[0, 0]
+
+
 def labels_to_input(label_map: torch.Tensor, geometry: Geometry) -> torch.Tensor:
     """Nearest-neighbour resize of an integer map [rh,rw] at the resized size back to the input size [H,W]
     (same dtype; sampling of ``F.interpolate(mode="nearest")``). Per-frame code keeps a `NearestResize`."""
@@ -161,7 +190,7 @@ class NearestResize:
     """Nearest-neighbour resize of integer maps [h,w] -> [H,W], with the same sampling as
     ``F.interpolate(mode="nearest")``, planned once per (small, input) size pair.
 
-    ``apply`` is two numpy ``take`` calls on int32 (~0.2 ms at 640x480 on this CPU, 3-4x faster
+    ``apply`` is two numpy ``take`` calls on int32 (~0.1 ms at 640x480 on this CPU, 10x faster
     than interpolating a float copy and casting back). The plan also holds what the segment
     records need: input rows/columns per small row/column (``weight`` [h*w] float64, areas) and
     which small pixels any input pixel reads (``reached`` bool [h,w]).
@@ -170,19 +199,22 @@ class NearestResize:
     def __init__(self, small_hw: tuple[int, int], input_hw: tuple[int, int]):
         (h, w), (big_h, big_w) = small_hw, input_hw
         self.small_hw = (int(h), int(w))
-        self.src_y_t = _nearest_source(h, big_h)       # int64 [H], non-decreasing
-        self.src_x_t = _nearest_source(w, big_w)       # int64 [W]
-        self.src_y = self.src_y_t.numpy().astype(np.intp)
-        self.src_x = self.src_x_t.numpy().astype(np.intp)
-        rows = torch.bincount(self.src_y_t, minlength=h)
-        cols = torch.bincount(self.src_x_t, minlength=w)
-        self.weight = (rows[:, None] * cols[None, :]).flatten().double()
-        self.reached = (rows[:, None] > 0) & (cols[None, :] > 0)
+        self.identity = self.small_hw == (int(big_h), int(big_w))
+        self.src_y = _nearest_source(h, big_h).numpy().astype(np.intp)   # [H], non-decreasing
+        self.src_x = _nearest_source(w, big_w).numpy().astype(np.intp)   # [W]
+        rows = np.bincount(self.src_y, minlength=h)                        # input rows per small row
+        cols = np.bincount(self.src_x, minlength=w)
+        self.weight = (rows[:, None] * cols[None, :]).ravel().astype(np.float64)   # [h*w]
+        self.reached = (rows[:, None] > 0) & (cols[None, :] > 0)                   # bool [h,w]
 
-    def apply(self, label_map: torch.Tensor) -> np.ndarray:
-        """int tensor [h,w] (any device) -> int32 numpy [H,W]."""
-        small = label_map.to(torch.int32).cpu().numpy()
-        return small.take(self.src_y, axis=0).take(self.src_x, axis=1)
+    def apply(self, label_map: torch.Tensor | np.ndarray) -> np.ndarray:
+        """int map [h,w] (tensor on any device, or numpy) -> int32 numpy [H,W] (a new array)."""
+        small = label_map.to(torch.int32).cpu().numpy() if isinstance(label_map, torch.Tensor) \
+            else np.asarray(label_map, dtype=np.int32)
+        if self.identity:
+            return small.copy()
+        # columns first, then whole rows: ~3x faster than rows first (row takes are plain copies)
+        return small.take(self.src_x, axis=1).take(self.src_y, axis=0)
 
 
 def _nearest_source(src: int, dst: int) -> torch.Tensor:
