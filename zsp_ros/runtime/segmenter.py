@@ -63,7 +63,7 @@ class Segmenter:
         self.object_mask_threshold = float(object_mask_threshold)
         self.overlap_threshold = float(overlap_threshold)
         self.semantic = bool(semantic)
-        self._head_cache: tuple[HeadSnapshot, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._head_cache: tuple[HeadSnapshot, torch.Tensor, torch.Tensor, np.ndarray, torch.Tensor] | None = None
         self._frame_plans: dict[tuple, FramePlan] = {}
 
     @classmethod
