@@ -36,4 +36,6 @@ def test_bench_runtime_writes_every_key(tmp_path, monkeypatch):
     assert report["add_category_s"] > 0 and report["forward_ms"] > 0
     assert set(report["panoptic"]["unseen_added"]) == {c["name"] for c in split["categories"] if not c["seen"]}
     assert report["sizes"]["96x64"]["network_hw"] == [64, 96]
+    size = report["sizes"]["96x64"]
+    assert 0 < size["postprocess_panoptic_only_ms"] and size["post_over_forward_panoptic_only"] > 0
     assert "machine" in report["provenance"]
