@@ -100,7 +100,7 @@ def _time_size(segmenter: Any, image: np.ndarray, repeats: int) -> dict[str, Any
         post.append(result.timings_ms["postprocess"])
         segs.append(len(result.segments))
     f, p = _median(forward), _median(post)
-    semantic, panoptic_only = segmenter.semantic, []
+    semantic = segmenter.semantic
     try:                                 # the node skips the semantic map when nobody subscribes to it
         segmenter.semantic = False
         panoptic_only = [segmenter.segment(image).timings_ms["postprocess"] for _ in range(repeats)]

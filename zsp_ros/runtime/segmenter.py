@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from zsp_ros.runtime.backends import Backend, build_backend
-from zsp_ros.runtime.postprocess import panoptic_from_kept
+from zsp_ros.runtime.postprocess import panoptic_from_kept, semantic_inference
 from zsp_ros.runtime.preprocess import Geometry, MaskUpsampler, NearestResize, preprocess
 from zsp_ros.runtime.registry import CategoryRegistry, HeadSnapshot
 from zsp_ros.runtime.result import Segment, SegmentationResult
@@ -165,7 +165,8 @@ class Segmenter:
         """
         _, _, isthing, cat_ids = self._head(snapshot, mask_logits.device)
         plan = self._frame_plan(tuple(mask_logits.shape[-2:]), geometry, mask_logits.device)
-        probs = self.class_logits(query_embeds, snapshot).softmax(-1)              # [Q,K+1]
+        logits = self.class_logits(query_embeds, snapshot)                         # [Q,K+1]
+        probs = logits.softmax(-1)
         scores, labels = probs.max(-1)
         keep = labels.ne(probs.shape[1] - 1) & (scores > self.object_mask_threshold)   # Mask2Former's first filter
         id_small, raw = panoptic_from_kept(scores[keep], labels[keep], plan.upsample(mask_logits[keep]),
@@ -176,9 +177,8 @@ class Segmenter:
         semantic = None
         if self.semantic:
             sh, sw = plan.semantic.small_hw
-            sem_probs = probs[:, :-1].t() @ mask_logits[:, :sh, :sw].reshape(probs.shape[0], -1).float().sigmoid()
-            # Mask2Former's semantic inference (sum_q p_q(k) sigmoid(m_q)) at stride 4, as a matrix product
-            sem_small = cat_ids[sem_probs.max(0).indices].view(sh, sw)     # K ~ 64: max(0) is as fast as first_argmax
+            scores_map = semantic_inference(logits, mask_logits[:, :sh, :sw])              # [K,sh,sw]
+            sem_small = cat_ids[scores_map.max(0).indices]     # K ~ 64: max(0) is as fast as first_argmax here
             semantic = plan.semantic.apply(sem_small)
         return panoptic, segments, semantic
 
