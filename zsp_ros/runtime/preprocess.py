@@ -168,7 +168,9 @@ class MaskUpsampler:
         """float [N,h,w] -> float32 [N,rh,rw]; N may be 0."""
         if tuple(mask_logits.shape[-2:]) != self.mask_hw:
             raise ValueError(f"MaskUpsampler: planned for masks {self.mask_hw}, got {tuple(mask_logits.shape[-2:])}")
-        return torch.matmul(torch.matmul(self.rows, mask_logits.float()), self.cols_t)
+        n, h, w = mask_logits.shape
+        columns = torch.mm(mask_logits.float().reshape(n * h, w), self.cols_t)     # [n*h, rw]: one 2-D product
+        return torch.matmul(self.rows, columns.view(n, h, self.cols_t.shape[1]))
 
 
 def _linear_resize_matrix(src: int, dst: int) -> torch.Tensor:
@@ -192,7 +194,9 @@ class NearestResize:
 
     ``apply`` is two numpy ``take`` calls on int32 (~0.1 ms at 640x480 on this CPU, 10x faster
     than interpolating a float copy and casting back). The plan also holds what the segment
-    records need: input rows/columns per small row/column (``weight`` [h*w] float64, areas) and
+    records need: input rows per small row and input columns per small column (``row_weight`` [h],
+    ``col_weight`` [w], in ``weight_dtype``: float32 when every integer sum of them is exact in
+    it, else float64; a small pixel stands for row_weight[y] * col_weight[x] input pixels), and
     which small pixels any input pixel reads (``reached`` bool [h,w]).
     """
 
@@ -204,7 +208,8 @@ class NearestResize:
         self.src_x = _nearest_source(w, big_w).numpy().astype(np.intp)   # [W]
         rows = np.bincount(self.src_y, minlength=h)                        # input rows per small row
         cols = np.bincount(self.src_x, minlength=w)
-        self.weight = (rows[:, None] * cols[None, :]).ravel().astype(np.float64)   # [h*w]
+        self.weight_dtype = np.float32 if big_h * big_w < 2 ** 24 else np.float64
+        self.row_weight, self.col_weight = rows.astype(self.weight_dtype), cols.astype(self.weight_dtype)
         self.reached = (rows[:, None] > 0) & (cols[None, :] > 0)                   # bool [h,w]
 
     def apply(self, label_map: torch.Tensor | np.ndarray) -> np.ndarray:

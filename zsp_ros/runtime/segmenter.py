@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from zsp_ros.runtime.backends import Backend, build_backend
-from zsp_ros.runtime.postprocess import panoptic_from_kept, semantic_inference
+from zsp_ros.runtime.postprocess import first_argmax, panoptic_from_kept, semantic_inference
 from zsp_ros.runtime.preprocess import Geometry, MaskUpsampler, NearestResize, preprocess
 from zsp_ros.runtime.registry import CategoryRegistry, HeadSnapshot
 from zsp_ros.runtime.result import Segment, SegmentationResult
@@ -63,7 +63,7 @@ class Segmenter:
         self.object_mask_threshold = float(object_mask_threshold)
         self.overlap_threshold = float(overlap_threshold)
         self.semantic = bool(semantic)
-        self._head_cache: tuple[HeadSnapshot, torch.Tensor, torch.Tensor, np.ndarray, torch.Tensor] | None = None
+        self._head_cache: tuple[HeadSnapshot, torch.Tensor, torch.Tensor, np.ndarray, np.ndarray] | None = None
         self._frame_plans: dict[tuple, FramePlan] = {}
 
     @classmethod
@@ -177,9 +177,8 @@ class Segmenter:
         semantic = None
         if self.semantic:
             sh, sw = plan.semantic.small_hw
-            scores_map = semantic_inference(logits, mask_logits[:, :sh, :sw])              # [K,sh,sw]
-            sem_small = cat_ids[scores_map.max(0).indices]     # K ~ 64: max(0) is as fast as first_argmax here
-            semantic = plan.semantic.apply(sem_small)
+            scores_map = semantic_inference(logits, mask_logits[:, :sh, :sw]).cpu().numpy()   # [K,sh,sw]
+            semantic = plan.semantic.apply(cat_ids.take(first_argmax(scores_map)))    # 3x max(0).indices
         return panoptic, segments, semantic
 
     def _records(self, id_small: np.ndarray, raw: list[dict], resize: NearestResize,
@@ -190,9 +189,12 @@ class Segmenter:
             return []
         n = len(raw)
         h, w = id_small.shape
-        areas = np.bincount(id_small.ravel(), weights=resize.weight, minlength=n + 1)
         ids = np.where(resize.reached, id_small, 0) if not resize.identity else id_small
         member = ids[None] == np.arange(1, n + 1, dtype=id_small.dtype)[:, None, None]   # [n,h,w]
+        # input pixels per segment: row weights . member . column weights (exact: integer sums
+        # in float32 below 2**24 pixels, float64 above); 5x faster than a weighted bincount
+        areas = (member.view(np.uint8).astype(resize.weight_dtype) @ resize.col_weight) @ resize.row_weight
+        areas = np.concatenate([[0], np.rint(areas).astype(np.int64)])                    # [n+1], by id
         rows, cols = member.any(2), member.any(1)                                          # [n,h], [n,w]
         y0, y1 = rows.argmax(1), h - 1 - rows[:, ::-1].argmax(1)
         x0, x1 = cols.argmax(1), w - 1 - cols[:, ::-1].argmax(1)
@@ -223,12 +225,13 @@ class Segmenter:
         return plan
 
     def _head(self, snapshot: HeadSnapshot, device: torch.device) -> tuple[torch.Tensor, ...]:
-        """(weight, bias, isthing numpy bool [K], category ids int64 [K]) of ``snapshot`` (tensors on ``device``), cached."""
+        """(weight, bias, isthing numpy bool [K], category ids numpy int32 [K]) of ``snapshot`` (weight and bias on
+        ``device``), cached."""
         cache = self._head_cache
         if cache is None or cache[0] is not snapshot or cache[1].device != torch.device(device):
             cache = (snapshot, snapshot.weight.to(device), snapshot.bias.to(device),
                      np.asarray(snapshot.categories.isthing, dtype=bool),
-                     torch.tensor(snapshot.categories.ids, dtype=torch.int64, device=device))
+                     np.asarray(snapshot.categories.ids, dtype=np.int32))
             self._head_cache = cache
         return cache[1:]
 
