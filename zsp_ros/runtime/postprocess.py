@@ -100,13 +100,14 @@ def panoptic_inference(class_logits: torch.Tensor, mask_logits: torch.Tensor, *,
                               isthing=isthing.cpu().numpy(), overlap_threshold=overlap_threshold)
 
 
-def panoptic_from_kept(scores: torch.Tensor, labels: torch.Tensor, mask_logits: torch.Tensor, *,
-                       isthing: np.ndarray, overlap_threshold: float = 0.8
+def panoptic_from_kept(scores: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray,
+                       mask_logits: torch.Tensor, *, isthing: np.ndarray, overlap_threshold: float = 0.8
                        ) -> tuple[torch.Tensor, list[dict]]:
     """The pixel assignment of `panoptic_inference` for queries already kept by their class score.
 
     Args:
-        scores: float [n] class probability of each kept query; labels: int64 [n] its class index.
+        scores: float [n] class probability of each kept query; labels: int [n] its class index
+            (tensors on any device, or numpy).
         mask_logits: float [n, h, w] (any device).
         isthing: numpy bool [K], per class index.
         overlap_threshold: as in `panoptic_inference`.
@@ -124,13 +125,13 @@ def panoptic_from_kept(scores: torch.Tensor, labels: torch.Tensor, mask_logits: 
     if n == 0:
         return torch.zeros((h, w), dtype=torch.int32), []
     probs = mask_logits.float().sigmoid().cpu().numpy()                        # [n, h, w] host
-    scores_np = scores.float().cpu().numpy()
-    labels_np = labels.cpu().numpy()
+    scores_np = _host(scores).astype(np.float32, copy=False)
+    labels_np = _host(labels).astype(np.int64, copy=False)
 
-    weighted = probs * scores_np[:, None, None]                                # [n, h, w]
+    own = probs >= 0.5                                                         # [n, h, w]
+    weighted = np.multiply(probs, scores_np[:, None, None], out=probs)         # in place: probs not needed again
     tags, first_tag = _first_max_tag(weighted)                                 # first_tag = n - winner
     won = tags == first_tag                                                    # [n, h, w], one per pixel
-    own = probs >= 0.5                                                         # [n, h, w]
     kept = won & own                                                           # won and in its own mask
     # per-query pixel counts as uint8 sums (2x faster than bool sums; int32 holds any image)
     won_area, own_area, final_area = (
@@ -163,6 +164,11 @@ def panoptic_from_kept(scores: torch.Tensor, labels: torch.Tensor, mask_logits: 
                 for i, (c, st, s, a) in enumerate(zip(seg_classes, stuff[is_first], seg_scores,
                                                       areas))]
     return id_map, segments
+
+
+def _host(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A tensor (any device) or array as a numpy array on the host."""
+    return x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def instance_inference(class_logits: torch.Tensor, mask_logits: torch.Tensor, *,

@@ -211,6 +211,7 @@ class NearestResize:
         self.weight_dtype = np.float32 if big_h * big_w < 2 ** 24 else np.float64
         self.row_weight, self.col_weight = rows.astype(self.weight_dtype), cols.astype(self.weight_dtype)
         self.reached = (rows[:, None] > 0) & (cols[None, :] > 0)                   # bool [h,w]
+        self.all_reached = bool(self.reached.all())                                 # always when enlarging
 
     def apply(self, label_map: torch.Tensor | np.ndarray) -> np.ndarray:
         """int map [h,w] (tensor on any device, or numpy) -> int32 numpy [H,W] (a new array)."""

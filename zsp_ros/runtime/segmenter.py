@@ -166,10 +166,12 @@ class Segmenter:
         _, _, isthing, cat_ids = self._head(snapshot, mask_logits.device)
         plan = self._frame_plan(tuple(mask_logits.shape[-2:]), geometry, mask_logits.device)
         logits = self.class_logits(query_embeds, snapshot)                         # [Q,K+1]
-        probs = logits.softmax(-1)
-        scores, labels = probs.max(-1)
-        keep = labels.ne(probs.shape[1] - 1) & (scores > self.object_mask_threshold)   # Mask2Former's first filter
-        id_small, raw = panoptic_from_kept(scores[keep], labels[keep], plan.upsample(mask_logits[keep]),
+        probs = logits.softmax(-1).cpu().numpy()                                   # tiny: filter on the host
+        labels = probs.argmax(1)
+        scores = np.take_along_axis(probs, labels[:, None], 1)[:, 0]
+        kept = np.flatnonzero((labels != probs.shape[1] - 1) & (scores > self.object_mask_threshold))  # Mask2Former's first filter
+        masks = mask_logits.index_select(0, torch.from_numpy(kept).to(mask_logits.device))
+        id_small, raw = panoptic_from_kept(scores[kept], labels[kept], plan.upsample(masks),
                                            isthing=isthing, overlap_threshold=self.overlap_threshold)
         id_small = id_small.numpy()                                                # int32 [rh,rw], host
         segments = self._records(id_small, raw, plan.panoptic, snapshot)
@@ -189,7 +191,7 @@ class Segmenter:
             return []
         n = len(raw)
         h, w = id_small.shape
-        ids = np.where(resize.reached, id_small, 0) if not resize.identity else id_small
+        ids = id_small if resize.all_reached else np.where(resize.reached, id_small, 0)
         member = ids[None] == np.arange(1, n + 1, dtype=id_small.dtype)[:, None, None]   # [n,h,w]
         # input pixels per segment: row weights . member . column weights (exact: integer sums
         # in float32 below 2**24 pixels, float64 above); 5x faster than a weighted bincount
