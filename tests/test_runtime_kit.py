@@ -157,3 +157,14 @@ def test_recorded_inference_thresholds(kit_dir):
         _rewrite_manifest(kit_dir, lambda m: m.update(inference=bad))
         with pytest.raises(KitError, match="inference thresholds must be numbers in \\[0, 1\\]"):
             load_kit(kit_dir)
+
+
+def test_seen_weight_factor_restores_the_offline_seen_mass():
+    from training.build_kit import seen_weight_factor
+
+    seen = [{"id": 3}, {"id": 7}]
+    ids = torch.tensor([3] * 500 + [7] * 40 + [0] * 900)            # 500 and 40 real rows, no-object rows
+    kept = torch.tensor([100, 40])                                   # the compact bank keeps <= 100 each
+    assert seen_weight_factor(ids, seen, kept, max_rows_per_class=None) == (500 + 40) / 140
+    assert seen_weight_factor(ids, seen, kept, max_rows_per_class=200) == (200 + 40) / 140
+    assert seen_weight_factor(ids, seen, torch.tensor([0, 0]), max_rows_per_class=200) == 1.0

@@ -20,7 +20,11 @@ Writes a kit directory with `zsp_ros.runtime.kit.save_kit` (docs/CONTRACTS.md "M
 - manifest ``runtime``: ``synthetic_per_category`` = the median real rows per seen category of
   the compact bank (as the offline final head uses the median real count; ``--synthetic-per-category``
   overrides it), ``class_weights``
-  {seen, added, no_object} = the PADing config's {seen, unseen, no_object}, ``fit_kwargs`` = its
+  {seen, added, no_object} = the PADing config's {seen, unseen, no_object}, the seen and no-object
+  ones multiplied by ``seen_weight_factor`` = (real seen rows the offline final head fits on:
+  ``min(count, final_head.max_rows_per_class)`` summed over seen categories) / (seen rows of the
+  compact bank), so an added name's fakes weigh against the seen categories as the unseen ones do
+  offline (without it the 100-row bank let added names take seen objects); ``fit_kwargs`` = its
   ``final_head`` optimizer, steps, lr and weight decay;
 - manifest ``provenance``: the command, machine, segmenter / PADing / bank hashes and, with
   ``--data``, ``metrics`` on WORLD's validation split: ``PQ``/``SQ``/``RQ`` (seen / unseen / hm)
@@ -66,6 +70,19 @@ def compact_bank(category_ids: torch.Tensor, seen: list[dict[str, Any]], *, rows
         rows = rows[~torch.isin(rows, dropped)]
         return rows, proportional / max_no_object_rows
     return rows, 1.0
+
+
+def seen_weight_factor(category_ids: torch.Tensor, seen: list[dict[str, Any]], kept_counts: torch.Tensor,
+                       max_rows_per_class: int | None) -> float:
+    """(seen rows the offline final head fits on) / (seen rows kept in the compact bank), >= 1.
+
+    category_ids: [M] the full bank's categories (0 = no object); kept_counts: [K] compact rows per
+    seen category; max_rows_per_class: the offline cap per category (None: no cap).
+    """
+    full = torch.bincount(bank_labels(category_ids, seen), minlength=len(seen) + 1)[:-1]
+    offline = full.clamp(max=max_rows_per_class) if max_rows_per_class is not None else full
+    kept = int(kept_counts.sum())
+    return float(offline.sum()) / kept if kept else 1.0
 
 
 def _text_encoder_kwargs(identifier: str, names: list[str]) -> dict[str, Any]:
@@ -192,12 +209,13 @@ def build_kit(*, segmenter: str | Path, pading: str | Path, bank: str | Path, ou
     counts = torch.bincount(labels, minlength=len(seen) + 1)
     per_category = synthetic_per_category or int(statistics.median(counts[:-1][counts[:-1] > 0].tolist()))
     cw, fh = cfg["class_weights"], cfg["final_head"]
+    seen_factor = seen_weight_factor(fb.category_ids, seen, counts[:-1], fh.get("max_rows_per_class"))
     runtime = {"synthetic_per_category": per_category,
-               "class_weights": {"seen": cw["seen"], "added": cw["unseen"],
-                                 "no_object": cw["no_object"] * no_object_factor},
+               "class_weights": {"seen": cw["seen"] * seen_factor, "added": cw["unseen"],
+                                 "no_object": cw["no_object"] * no_object_factor * seen_factor},
                "fit_kwargs": {"optimizer": fh["optimizer"], "steps": fh["steps"], "lr": fh["lr"],
                               "weight_decay": fh["weight_decay"]}}
-    weights = torch.tensor([cw["seen"]] * len(seen) + [runtime["class_weights"]["no_object"]])
+    weights = torch.tensor([runtime["class_weights"]["seen"]] * len(seen) + [runtime["class_weights"]["no_object"]])
     head = fit_head(embeds.float(), labels, weights, seed=seed, **runtime["fit_kwargs"])
 
     dtype = DTYPES[network_dtype]
@@ -211,7 +229,8 @@ def build_kit(*, segmenter: str | Path, pading: str | Path, bank: str | Path, ou
                        "generator_sha256": sha256_file(pading_dir / "generator.safetensors")},
         "bank": {"path": str(bank), "sha256": sha256_file(bank), "rows": len(fb)},
         "compact_bank": {"rows": int(rows.numel()), "rows_per_category": rows_per_category,
-                         "no_object_rows": int(counts[-1]), "no_object_weight_factor": no_object_factor},
+                         "no_object_rows": int(counts[-1]), "no_object_weight_factor": no_object_factor,
+                         "seen_weight_factor": seen_factor},
         "network_dtype": network_dtype}
     common = dict(model_config=seg.config["model"], network_state=network_state, head_weight=head.weight,
                   head_bias=head.bias, generator_config=gen_meta["config"], generator_state=generator_state,
