@@ -94,10 +94,26 @@ def panoptic_inference(class_logits: torch.Tensor, mask_logits: torch.Tensor, *,
     if isthing.shape != (num_classes,):
         raise ValueError(f"panoptic_inference: isthing must be [K]=[{num_classes}], got "
                          f"{tuple(isthing.shape)}")
-    scores, labels = class_logits.float().softmax(-1).max(-1)                  # [Q]
-    keep = labels.ne(num_classes) & (scores > object_mask_threshold)
-    return panoptic_from_kept(scores[keep], labels[keep], mask_logits[keep],
-                              isthing=isthing.cpu().numpy(), overlap_threshold=overlap_threshold)
+    kept, scores, labels = keep_queries(class_logits.float().softmax(-1).cpu().numpy(), object_mask_threshold)
+    masks = mask_logits.index_select(0, torch.from_numpy(kept).to(mask_logits.device))
+    return panoptic_from_kept(scores, labels, masks, isthing=isthing.cpu().numpy(),
+                              overlap_threshold=overlap_threshold)
+
+
+def keep_queries(class_probs: np.ndarray, object_mask_threshold: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mask2Former's first filter: queries whose best class is not no-object and scores above the threshold.
+
+    Args:
+        class_probs: numpy float [Q, K+1] softmax probabilities (last = no-object), on the host.
+
+    Returns:
+        (kept query indices int64 [n], their scores float [n], their class indices int64 [n]).
+    """
+    labels = class_probs.argmax(1)
+    scores = np.take_along_axis(class_probs, labels[:, None], 1)[:, 0]
+    kept = np.flatnonzero((labels != class_probs.shape[1] - 1) & (scores > object_mask_threshold))
+    return kept, scores[kept], labels[kept]
 
 
 def panoptic_from_kept(scores: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray,
