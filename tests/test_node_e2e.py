@@ -202,37 +202,57 @@ def test_add_category_bumps_label_info_and_appears_while_frames_flow(world):
 
 
 def test_malformed_images_are_counted_logged_once_and_skipped(world):
+    """Every kind of bad frame is counted under its cause, logged once per cause (not per frame), and
+    the node keeps segmenting. Bad raw frames are rejected in the subscription callback; a compressed
+    frame that does not decode is found by the inference thread, so a newer frame may replace it
+    before it is looked at (by design: newest frame wins) - hence each cause is re-sent until counted."""
     from sensor_msgs.msg import CompressedImage
+
+    from zsp_ros.node.zsp_node import LOG_PERIOD_S
 
     def set_(**fields):
         return lambda m: [setattr(m, k, v) for k, v in fields.items()]
 
-    bad = {"encoding": set_(encoding="yuv-unknown"), "step": set_(step=7),
-           "size": lambda m: setattr(m, "data", m.data[: len(m.data) // 2]),
-           "empty": set_(height=0, width=0, step=0, data=[])}
-    for _ in range(3):
-        for mutate in bad.values():
-            send(world, mutate=mutate)
-            time.sleep(0.05)
     compressed = world["client"].node.create_publisher(CompressedImage, "image/compressed", 10)
-    for _ in range(3):
-        compressed.publish(CompressedImage(format="jpeg", data=list(b"\xff\xd8 not really a jpeg")))
-        time.sleep(0.05)
-    good = segment(world)                                   # the node still works
-    assert {s.label for s in good.segments} >= {"red circle", "grass"}
+    bad = {"encoding": lambda: send(world, mutate=set_(encoding="yuv-unknown")),
+           "step": lambda: send(world, mutate=set_(step=7)),
+           "size": lambda: send(world, mutate=lambda m: setattr(m, "data", m.data[: len(m.data) // 2])),
+           "empty": lambda: send(world, mutate=set_(height=0, width=0, step=0, data=[])),
+           "compressed": lambda: compressed.publish(
+               CompressedImage(format="jpeg", data=list(b"\xff\xd8 not really a jpeg")))}
 
     def counts(msg):
         return {kv.key: kv.value for kv in msg.status[0].values}
 
-    diag = world["client"].wait_for(
-        "/diagnostics", lambda m: all(int(counts(m).get(f"malformed_{c}", 0)) >= 1 for c in [*bad, "compressed"]),
-        timeout=TIMEOUT_S)
+    client = world["client"]
+    started = time.monotonic()
+    for cause, publish in bad.items():
+        for _ in range(3):                                   # a burst: one log line, three counts
+            publish()
+            time.sleep(0.05)
+        for attempt in range(10):
+            try:
+                client.wait_for("/diagnostics", lambda m: int(counts(m).get(f"malformed_{cause}", 0)) >= 1,
+                                timeout=TIMEOUT_S / 10, after=0)
+                break
+            except TimeoutError:
+                publish()
+        else:
+            raise AssertionError(f"malformed_{cause} never counted")
+    elapsed = time.monotonic() - started
+
+    good = segment(world)                                   # the node still works
+    assert {s.label for s in good.segments} >= {"red circle", "grass"}
+    diag = client.wait_for("/diagnostics", lambda m: int(counts(m).get("frames_processed", 0)) >= 1
+                           and all(int(counts(m).get(f"malformed_{c}", 0)) >= 1 for c in bad), timeout=TIMEOUT_S)
     values = counts(diag)
     assert int(values["frames_malformed"]) >= 5 and int(values["category_set_version"]) == 2
     assert float(values["latency_model_ms_p50"]) > 0 and "rate_hz" in values
     log = world["node"].transcript
-    for cause in [*bad, "compressed"]:                      # once per cause, not once per frame
-        assert log.count(f"skipping malformed image ({cause})") == 1, log
+    allowed = 1 + int(elapsed // LOG_PERIOD_S)              # once per cause per log period
+    for cause in bad:
+        lines = log.count(f"skipping malformed image ({cause})")
+        assert 1 <= lines <= allowed, (cause, lines, log)
 
 
 def test_service_fuzz_fails_clearly_and_keeps_state(world):

@@ -9,7 +9,7 @@ import pytest
 
 from zsp_ros.node.frame_input import MALFORMED_CAUSES, CauseThrottle, LatestFrame, malformed_cause
 from zsp_ros.node.frame_stats import FrameStats
-from zsp_ros.node.image_conversion import ImageConversionError, numpy_to_image, to_rgb8
+from zsp_ros.node.image_conversion import ImageConversionError, check_picture, numpy_to_image, to_rgb8
 
 
 def _image(**fields):
@@ -40,6 +40,39 @@ def test_every_malformed_frame_kind_has_its_cause(msg, cause):
     with pytest.raises(ImageConversionError) as info:
         to_rgb8(msg())
     assert malformed_cause(info.value) == cause, str(info.value)
+
+
+_FOUND_WITHOUT_DECODING = {"encoding", "empty", "step", "size"}
+
+
+@pytest.mark.parametrize("msg, cause", [
+    (lambda: _image(encoding="yuv422_weird"), "encoding"),
+    (lambda: _image(encoding="32FC1", step=24, data=[0] * 96), "encoding"),
+    (lambda: _image(height=0, width=0, step=0, data=[]), "empty"),
+    (lambda: _image(step=5), "step"),
+    (lambda: _image(data=[0] * 10), "size"),
+    (lambda: _compressed("jpeg", b""), "empty"),
+    (lambda: _compressed("tiff", b"II*\x00"), "compressed"),
+    (lambda: _compressed("", b"nothing"), "compressed"),
+    (lambda: _compressed("16UC1; compressedDepth png", b"\x89PNG"), "compressed"),
+])
+def test_header_check_rejects_what_conversion_rejects_with_the_same_cause(msg, cause):
+    """The node's callback-side check: same error text (so the same cause) as the full conversion."""
+    with pytest.raises(ImageConversionError) as checked:
+        check_picture(msg())
+    with pytest.raises(ImageConversionError) as converted:
+        to_rgb8(msg())
+    assert malformed_cause(checked.value) == cause and str(checked.value) == str(converted.value)
+
+
+@pytest.mark.parametrize("msg", [
+    lambda: _image(),
+    lambda: _image(step=20, data=[0] * 80),                                   # padded rows
+    lambda: numpy_to_image(np.zeros((3, 5), np.uint16), "mono16"),
+    lambda: _compressed("jpeg", b"\xff\xd8garbage"),                          # only decoding tells
+])
+def test_header_check_passes_well_formed_headers(msg):
+    check_picture(msg())
 
 
 def test_unknown_messages_fall_back_to_other():

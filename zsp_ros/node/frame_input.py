@@ -7,6 +7,10 @@ frame, and counted. (The callbacks are cheap, so the subscription's own KEEP_LAS
 rarely overwrites a frame before its callback runs; such DDS-level losses are invisible to the node
 and show up only as frames a sender published without a result.)
 
+Frames whose header is malformed (`image_conversion.check_picture`) are rejected in the callback
+and never enter the mailbox; only what needs decoding to be found bad (a corrupt JPEG) is found by
+the inference thread, and so can be replaced before it is looked at.
+
 `malformed_cause` maps an `ImageConversionError` to a short cause key ("encoding", "empty",
 "step", "size", "compressed"), the unit in which malformed frames are counted and logged.
 `CauseThrottle` decides when a cause may be logged again: the first time at once, then at most

@@ -104,6 +104,21 @@ def _as_byte_array(data: Any, field: str = "data") -> np.ndarray:
 # --------------------------------------------------------------------------- raw images
 
 
+def _raw_layout(msg: Any) -> tuple[EncodingInfo, int, int, int]:
+    """(encoding info, height, width, step) of a raw Image, checked against each other."""
+    info = encoding_info(msg.encoding)
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise ImageConversionError(
+            f"image is empty: height={height}, width={width} (both must be > 0)")
+    row_bytes = width * info.pixel_bytes
+    if step < row_bytes:
+        raise ImageConversionError(
+            f"step={step} is smaller than width x pixel bytes = {width} x {info.pixel_bytes} "
+            f"= {row_bytes} for encoding {msg.encoding!r}")
+    return info, height, width, step
+
+
 def image_to_numpy(msg: Any, *, copy: bool = False) -> np.ndarray:
     """Decode a ``sensor_msgs/Image`` into a native-endian array (layout: module docstring).
 
@@ -120,16 +135,7 @@ def image_to_numpy(msg: Any, *, copy: bool = False) -> np.ndarray:
         ImageConversionError: unknown ``encoding``; zero ``height`` or ``width``; ``step``
             smaller than width x pixel bytes; ``data`` length different from height x step.
     """
-    info = encoding_info(msg.encoding)
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height <= 0 or width <= 0:
-        raise ImageConversionError(
-            f"image is empty: height={height}, width={width} (both must be > 0)")
-    row_bytes = width * info.pixel_bytes
-    if step < row_bytes:
-        raise ImageConversionError(
-            f"step={step} is smaller than width x pixel bytes = {width} x {info.pixel_bytes} "
-            f"= {row_bytes} for encoding {msg.encoding!r}")
+    info, height, width, step = _raw_layout(msg)
     raw = _as_byte_array(msg.data)
     if raw.size != height * step:
         raise ImageConversionError(
@@ -261,6 +267,32 @@ def _stack_planes(planes: list[np.ndarray | None]) -> np.ndarray:
     for k, plane in enumerate(planes):
         out[..., k] = 255 if plane is None else plane
     return out
+
+
+def check_picture(msg: Any) -> None:
+    """Raise ImageConversionError for what can be told wrong without decoding; O(1), copies nothing.
+
+    Raw Image: the encoding (known and a picture), height/width/step and the data length.
+    CompressedImage: empty data and the ``format`` field (codec, original encoding); whether the
+    bytes decode is only known by decoding (``to_rgb8``). A message that passes may still fail
+    ``to_rgb8``; one that fails here always would.
+    """
+    if hasattr(msg, "format"):                  # sensor_msgs/CompressedImage
+        data = _as_byte_array(msg.data)
+        if data.size == 0:
+            raise ImageConversionError("data is empty (0 bytes)")
+        _parse_format(msg.format, data)
+        return
+    _, height, width, step = _raw_layout(msg)
+    size = _as_byte_array(msg.data).size   # a view for buffers: no copy
+    if size != height * step:
+        raise ImageConversionError(
+            f"data has {size} bytes but height x step = {height} x {step} = "
+            f"{height * step} for encoding {msg.encoding!r}")
+    if msg.encoding not in _PICTURE_ENCODINGS:
+        raise ImageConversionError(
+            f"encoding {msg.encoding!r} cannot be shown as RGB (not a colour or grey picture); "
+            f"publish one of {', '.join(sorted(_PICTURE_ENCODINGS))}")
 
 
 def to_rgb8(msg: Any) -> np.ndarray:

@@ -41,7 +41,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from zsp_ros.node import parameters as params
 from zsp_ros.node.frame_input import CauseThrottle, LatestFrame, malformed_cause
 from zsp_ros.node.frame_stats import FrameStats
-from zsp_ros.node.image_conversion import ImageConversionError, to_rgb8
+from zsp_ros.node.image_conversion import ImageConversionError, check_picture, to_rgb8
 from zsp_ros.node.messages import (
     category_set_message,
     diagnostic_message,
@@ -283,9 +283,21 @@ class ZspNode(LifecycleNode):
 
     # ------------------------------------------------------------------ frames
     def _on_frame(self, msg: Any) -> None:
+        """Subscription callback: reject what is malformed on its face, else put into the mailbox.
+
+        The header check is O(1) (no decode, no copy), so a broken frame is counted even when the
+        inference thread is busy, and it never displaces a good frame waiting in the mailbox.
+        """
         slot = self._slot
-        if slot is not None:
-            self._stats.on_received(replaced=slot.put((msg, time.perf_counter())))
+        if slot is None:
+            return
+        try:
+            check_picture(msg)
+        except ImageConversionError as exc:
+            self._stats.on_received(replaced=False)
+            self._skip_malformed(exc)
+            return
+        self._stats.on_received(replaced=slot.put((msg, time.perf_counter())))
 
     def _inference_loop(self, slot: LatestFrame) -> None:
         next_start = 0.0
@@ -308,10 +320,8 @@ class ZspNode(LifecycleNode):
             return
         try:
             rgb = to_rgb8(msg)
-        except ImageConversionError as exc:
-            cause = malformed_cause(exc)
-            self._stats.on_malformed(cause)
-            self._log_throttled(f"malformed:{cause}", f"skipping malformed image ({cause}): {exc}")
+        except ImageConversionError as exc:            # e.g. compressed bytes that do not decode
+            self._skip_malformed(exc)
             return
         try:
             values = {name: self.get_parameter(name).value for name in
@@ -340,6 +350,11 @@ class ZspNode(LifecycleNode):
         self._stats.on_processed({"preprocess": timings.get("preprocess", 0.0), "model": timings.get("model", 0.0),
                                   "postprocess": timings.get("postprocess", 0.0),
                                   "publish": (done - t_publish) * 1e3, "node": (done - received) * 1e3})
+
+    def _skip_malformed(self, exc: ImageConversionError) -> None:
+        cause = malformed_cause(exc)
+        self._stats.on_malformed(cause)
+        self._log_throttled(f"malformed:{cause}", f"skipping malformed image ({cause}): {exc}")
 
     def _log_throttled(self, cause: str, text: str) -> None:
         count = self._throttle.should_log(cause)
