@@ -193,8 +193,11 @@ def test_bad_shapes_are_clear_errors():
         panoptic_inference(torch.zeros(3, 4), torch.zeros(3, 2, 2), isthing=torch.ones(2))
 
 
-def test_first_argmax_is_argmax_with_ties_broken_to_the_first():
-    from zsp_ros.runtime.postprocess import first_argmax
+def test_first_max_tag_is_argmax_with_ties_broken_to_the_first():
+    from zsp_ros.runtime.postprocess import _first_max_tag
+
+    def first_argmax(values):
+        return values.shape[0] - _first_max_tag(values)[1].astype(np.intp)
 
     rng = np.random.default_rng(3)
     for shape in [(1, 5, 6), (4, 7, 9), (30, 3, 4), (64, 50), (300, 4, 3)]:
@@ -203,8 +206,21 @@ def test_first_argmax_is_argmax_with_ties_broken_to_the_first():
             values[2] = values[0]                          # exact ties: the first wins
             values[1] = 0.0
         got = first_argmax(values)
-        assert got.dtype == np.intp and np.array_equal(got, values.argmax(0)), shape
+        assert np.array_equal(got, values.argmax(0)), shape
     saturated = np.ones((3, 2, 2), dtype=np.float32)       # every query equal everywhere
     assert np.array_equal(first_argmax(saturated), np.zeros((2, 2)))
     with_nan = np.array([[0.1, np.nan], [0.3, 0.2]], dtype=np.float32)
     assert first_argmax(with_nan).tolist() == [1, 1]       # NaN maximum -> n - 1, in range
+
+
+def test_semantic_labels_are_the_argmax_of_semantic_inference():
+    from zsp_ros.runtime.postprocess import semantic_labels
+
+    g = torch.Generator().manual_seed(1)
+    for q, k, h, w in [(1, 1, 1, 1), (4, 3, 5, 6), (30, 41, 32, 43)]:
+        cls, masks = torch.randn(q, k + 1, generator=g), torch.randn(q, h, w, generator=g)
+        got = semantic_labels(cls.softmax(-1), masks)
+        expected = semantic_inference(cls, masks).argmax(0).numpy()
+        assert got.shape == (h, w) and np.array_equal(got, expected), (q, k, h, w)
+    tied = semantic_labels(torch.full((2, 4), 0.25), torch.zeros(2, 3, 3))   # every class equal
+    assert np.array_equal(tied, np.zeros((3, 3)))

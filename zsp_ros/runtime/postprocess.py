@@ -22,19 +22,14 @@ def _check(class_logits: torch.Tensor, mask_logits: torch.Tensor, name: str) -> 
                          f"{class_logits.shape[1]} columns")
 
 
-def first_argmax(values: np.ndarray) -> np.ndarray:
-    """Index of the first maximum over axis 0: float [n, ...] -> intp [...] (``argmax(0)``'s rule).
-
-    numpy's and torch's ``argmax(0)`` over a short leading axis are not vectorised (~0.5 ms for
-    n = 4 at 128 x 171 on this CPU); this costs one ``max`` reduction, one comparison and one
-    small-integer ``max`` (~45 us). A position whose maximum is NaN gets index n - 1.
-    """
-    return values.shape[0] - _first_max_tag(values)[1].astype(np.intp)
-
-
 def _first_max_tag(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(tags [n,1,..], first_tag [...]): maxima over axis 0 tagged n, n-1, .., 1 by position; the
-    largest tag at a position is n - (index of its first maximum); NaN-maximum positions get 1."""
+    largest tag at a position is n - (index of its first maximum); NaN-maximum positions get 1.
+
+    So ``n - first_tag`` is ``argmax(0)`` with ties to the first index. numpy's and torch's
+    ``argmax(0)`` over a short leading axis are not vectorised (~0.5 ms for n = 4 at 128 x 171 on
+    this CPU); this is one ``max`` reduction, one comparison and one small-integer ``max`` (~45 us).
+    """
     tags = _countdown(values.shape[0], values.ndim)
     first_tag = ((values == values.max(0)) * tags).max(0)
     np.maximum(first_tag, 1, out=first_tag)                                  # NaN -> index n - 1
@@ -62,6 +57,25 @@ def semantic_inference(class_logits: torch.Tensor, mask_logits: torch.Tensor) ->
     q, h, w = mask_logits.shape
     # one matrix product [K,Q] @ [Q,h*w]: ~3x faster than the einsum on CPU at runtime sizes
     return (probs.t() @ mask_logits.float().reshape(q, h * w).sigmoid()).view(-1, h, w)
+
+
+def semantic_labels(class_probs: torch.Tensor, mask_logits: torch.Tensor) -> np.ndarray:
+    """The semantic label map: per pixel, the class index with the highest `semantic_inference` score.
+
+    Args:
+        class_probs: float [Q, K+1] softmax probabilities (last = no-object), any device.
+        mask_logits: float [Q, h, w], same device.
+
+    Returns:
+        numpy intp [h, w] on the host, class indices in [0, K); ties go to the lower class index
+        (a NaN score maximum gives K - 1).
+
+    The scores are class-major ([K, h*w], one matrix product) and the argmax over K is `_first_max_tag`'s
+    (numpy's ``argmax`` along either axis is ~3x slower at these sizes: it loops over rows).
+    """
+    q, h, w = mask_logits.shape
+    scores = (class_probs[:, :-1].float().t() @ mask_logits.float().reshape(q, h * w).sigmoid()).cpu().numpy()
+    return (scores.shape[0] - _first_max_tag(scores)[1].astype(np.intp)).reshape(h, w)
 
 
 def panoptic_inference(class_logits: torch.Tensor, mask_logits: torch.Tensor, *,
@@ -153,8 +167,8 @@ def panoptic_from_kept(scores: torch.Tensor | np.ndarray, labels: torch.Tensor |
     won_area, own_area, final_area = (
         m.view(np.uint8).reshape(n, -1).sum(1, dtype=np.int32) for m in (won, own, kept))
 
-    valid = ((won_area > 0) & (own_area > 0) & (final_area > 0)
-             & (won_area / np.maximum(own_area, 1) >= overlap_threshold))
+    # final > 0 implies won > 0 and own > 0 (kept = won & own)
+    valid = (final_area > 0) & (won_area / np.maximum(own_area, 1) >= overlap_threshold)
     # A segment is named by its first query: itself for things, the first valid query of the
     # same class for stuff. Segment ids are the ranks of those first queries.
     query_ids = np.arange(n)

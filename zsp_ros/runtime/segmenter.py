@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from zsp_ros.runtime.backends import Backend, build_backend
-from zsp_ros.runtime.postprocess import first_argmax, keep_queries, panoptic_from_kept, semantic_inference
+from zsp_ros.runtime.postprocess import keep_queries, panoptic_from_kept, semantic_labels
 from zsp_ros.runtime.preprocess import Geometry, MaskUpsampler, NearestResize, preprocess
 from zsp_ros.runtime.registry import CategoryRegistry, HeadSnapshot
 from zsp_ros.runtime.result import Segment, SegmentationResult
@@ -165,8 +165,8 @@ class Segmenter:
         """
         _, _, isthing, cat_ids = self._head(snapshot, mask_logits.device)
         plan = self._frame_plan(tuple(mask_logits.shape[-2:]), geometry, mask_logits.device)
-        logits = self.class_logits(query_embeds, snapshot)                         # [Q,K+1]
-        kept, scores, labels = keep_queries(logits.softmax(-1).cpu().numpy(), self.object_mask_threshold)
+        probs = self.class_logits(query_embeds, snapshot).softmax(-1)              # [Q,K+1]
+        kept, scores, labels = keep_queries(probs.cpu().numpy(), self.object_mask_threshold)
         masks = mask_logits.index_select(0, torch.from_numpy(kept).to(mask_logits.device))
         id_small, raw = panoptic_from_kept(scores, labels, plan.upsample(masks),
                                            isthing=isthing, overlap_threshold=self.overlap_threshold)
@@ -176,8 +176,8 @@ class Segmenter:
         semantic = None
         if self.semantic:
             sh, sw = plan.semantic.small_hw
-            scores_map = semantic_inference(logits, mask_logits[:, :sh, :sw]).cpu().numpy()   # [K,sh,sw]
-            semantic = plan.semantic.apply(cat_ids.take(first_argmax(scores_map)))    # category id per pixel
+            labels_small = semantic_labels(probs, mask_logits[:, :sh, :sw])              # [sh,sw] class index
+            semantic = plan.semantic.apply(cat_ids.take(labels_small))                  # category id per pixel
         return panoptic, segments, semantic
 
     def _records(self, id_small: np.ndarray, raw: list[dict], resize: NearestResize,
