@@ -38,4 +38,4 @@ def test_bench_runtime_writes_every_key(tmp_path, monkeypatch):
     assert report["sizes"]["96x64"]["network_hw"] == [64, 96]
     size = report["sizes"]["96x64"]
     assert 0 < size["postprocess_panoptic_only_ms"] and size["post_over_forward_panoptic_only"] > 0
-    assert "machine" in report["provenance"]
+    assert "machine" in report["provenance"] and report["postprocess_host"] in ("numba", "numpy")

@@ -15,6 +15,17 @@ def _one_thread(_few_torch_threads):
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True, params=["kernels", "numpy"])
+def host_path(request, monkeypatch):
+    """Every test here runs on both host paths: the compiled kernels and their numpy twins."""
+    from zsp_ros.runtime import postprocess_kernels
+
+    if request.param == "kernels" and not postprocess_kernels.AVAILABLE:
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(postprocess_kernels, "AVAILABLE", request.param == "kernels")
+    return request.param
+
+
 def _class_logits(rows: list[tuple[int, float]], num_classes: int) -> torch.Tensor:
     """One row per query: (class index or K for no-object, its probability); the rest of the
     probability is spread evenly over the other K classes."""
@@ -224,3 +235,30 @@ def test_semantic_labels_are_the_argmax_of_semantic_inference():
         assert got.shape == (h, w) and np.array_equal(got, expected), (q, k, h, w)
     tied = semantic_labels(torch.full((2, 4), 0.25), torch.zeros(2, 3, 3))   # every class equal
     assert np.array_equal(tied, np.zeros((3, 3)))
+
+
+def test_kernel_and_numpy_pixel_assignment_agree_on_random_scenes_with_ties(host_path):
+    """The compiled pixel assignment equals its numpy twin exactly, ties and stuff merges included."""
+    from zsp_ros.runtime import postprocess, postprocess_kernels
+
+    if host_path == "numpy" or not postprocess_kernels.AVAILABLE:
+        pytest.skip("compares the two paths; runs once")
+    rng = np.random.default_rng(5)
+    merged = 0
+    for case in range(200):
+        n, h, w, k = int(rng.integers(1, 12)), int(rng.integers(1, 20)), int(rng.integers(1, 20)), 5
+        probs = rng.random((n, h, w), dtype=np.float32)
+        if case % 3 == 0:
+            probs = np.round(probs * 4) / 4                              # exact ties between queries
+        scores = rng.random(n, dtype=np.float32)
+        if case % 4 == 0:
+            scores[:] = scores[0]
+        labels = rng.integers(0, k, n)
+        stuff = rng.random(k) > 0.5
+        overlap = float(rng.choice([0.0, 0.5, 0.8, 1.0]))
+        got = postprocess_kernels.panoptic_assign(probs.copy(), scores, labels, stuff, overlap)
+        want = postprocess._panoptic_assign_numpy(probs.copy(), scores, labels, stuff, overlap)
+        for a, b in zip(got, want):
+            assert a.dtype.kind == b.dtype.kind and np.array_equal(a, b), case
+        merged += len(set(labels[stuff[labels]])) < int(stuff[labels].sum())
+    assert merged > 20

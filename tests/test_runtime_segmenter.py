@@ -193,3 +193,20 @@ def test_from_kit_uses_the_kits_recorded_thresholds_unless_told(kit_dir, tmp_pat
     with Segmenter.from_kit(tuned, backend="quadrant", text_encoder=FakeTextEncoder(),
                             object_mask_threshold=0.5, overlap_threshold=0.0) as seg:
         assert (seg.object_mask_threshold, seg.overlap_threshold) == (0.5, 0.0)     # explicit wins, 0 included
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 1000), (37, 91), (480, 640)])
+def test_compiled_and_numpy_post_processing_give_identical_results(seg, shape, monkeypatch):
+    """Same panoptic map, records (areas, boxes) and semantic map on both host paths, for inputs
+    smaller (some small pixels reached by no input pixel) and larger than the network's size."""
+    from zsp_ros.runtime import postprocess_kernels
+
+    if not postprocess_kernels.AVAILABLE:
+        pytest.skip("numba is not installed")
+    image = np.random.default_rng(1).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    seg.semantic = True
+    fast = seg.segment(image)
+    monkeypatch.setattr(postprocess_kernels, "AVAILABLE", False)
+    slow = seg.segment(image)
+    assert np.array_equal(fast.panoptic, slow.panoptic) and np.array_equal(fast.semantic, slow.semantic)
+    assert fast.segments == slow.segments

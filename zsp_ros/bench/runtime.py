@@ -13,7 +13,8 @@ Then, on the kit's registry:
   categories, read from ``--offline-metrics`` (a `zsp eval panoptic` JSON) or from the kit manifest's
   ``provenance.metrics``. Top-level figures are those of the first size (640x480 by default).
 
-The machine is shared: ``load_1min`` at start and end says how busy it was.
+The machine is shared: ``load_1min`` at start and end says how busy it was. ``postprocess_host`` says
+which host path ran the pixel work ("numba" kernels, or "numpy" with ``ZSP_POSTPROCESS=numpy``).
 """
 from __future__ import annotations
 
@@ -115,6 +116,13 @@ def _time_size(segmenter: Any, image: np.ndarray, repeats: int) -> dict[str, Any
             "post_over_forward_panoptic_only": round(_median(panoptic_only) / f, 4),
             "segments_median": _median(segs),
             "forward_ms_all": [round(v, 2) for v in forward]}
+
+
+def _host_path() -> str:
+    """Which host implementation of the pixel work ran: "numba" kernels or their "numpy" twins."""
+    from zsp_ros.runtime import postprocess_kernels
+
+    return "numba" if postprocess_kernels.AVAILABLE else "numpy"
 
 
 def _add_names(data: Path | None, registry: Any, repeats: int) -> list[str]:
@@ -249,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
         "sizes": per_size, "add_category": adds, "panoptic": pq,
         "kit": {"path": str(kit_dir), "sha256": kit.sha256, "categories": len(kit.categories),
                 "text_encoder": kit.text_encoder_id},
-        "backend": segmenter.backend.describe(), "load_s": round(load_s, 3),
+        "backend": segmenter.backend.describe(), "postprocess_host": _host_path(), "load_s": round(load_s, 3),
         "load_1min": {"start": load_start, "end": os.getloadavg()[0]},
         "provenance": provenance(),
     }

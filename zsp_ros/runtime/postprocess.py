@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from zsp_ros.runtime import postprocess_kernels as kernels
+
 
 def _check(class_logits: torch.Tensor, mask_logits: torch.Tensor, name: str) -> None:
     if class_logits.dim() != 2 or mask_logits.dim() != 3:
@@ -75,6 +77,8 @@ def semantic_labels(class_probs: torch.Tensor, mask_logits: torch.Tensor) -> np.
     """
     q, h, w = mask_logits.shape
     scores = (class_probs[:, :-1].float().t() @ mask_logits.float().reshape(q, h * w).sigmoid()).cpu().numpy()
+    if kernels.AVAILABLE:
+        return kernels.first_argmax(scores).reshape(h, w)
     return (scores.shape[0] - _first_max_tag(scores)[1].astype(np.intp)).reshape(h, w)
 
 
@@ -145,21 +149,38 @@ def panoptic_from_kept(scores: torch.Tensor | np.ndarray, labels: torch.Tensor |
     Returns:
         as `panoptic_inference`, with ``id_map`` on the host (CPU).
 
-    The sigmoid runs in torch on the masks' device; everything after it runs in numpy on the host,
-    after one copy of the kept probabilities ([n, h, w], n ~ a few): the id map is wanted on the host
-    anyway, and on CPU numpy's comparisons and small-integer reductions are ~10x cheaper than torch's
-    (bool-valued torch comparisons are not vectorised in this CPU build).
+    The sigmoid runs in torch on the masks' device; everything after it runs on the host, after one
+    copy of the kept probabilities ([n, h, w], n ~ a few; the id map is wanted on the host anyway):
+    in one compiled pass (`postprocess_kernels.panoptic_assign`) where numba is installed, else in
+    its numpy twin `_panoptic_assign_numpy`.
     """
     n = scores.shape[0]
     h, w = mask_logits.shape[-2:]
     if n == 0:
         return torch.zeros((h, w), dtype=torch.int32), []
-    probs = mask_logits.float().sigmoid().cpu().numpy()                        # [n, h, w] host
-    scores_np = _host(scores).astype(np.float32, copy=False)
-    labels_np = _host(labels).astype(np.int64, copy=False)
+    probs = np.ascontiguousarray(mask_logits.float().sigmoid().cpu().numpy())  # [n, h, w] host
+    scores_np = np.ascontiguousarray(_host(scores), dtype=np.float32)         # fixed dtypes and layouts:
+    labels_np = np.ascontiguousarray(_host(labels), dtype=np.int64)           # one compiled kernel serves all
+    stuff_of_class = ~np.asarray(isthing, dtype=bool)
+    assign = kernels.panoptic_assign if kernels.AVAILABLE else _panoptic_assign_numpy
+    id_map, seg_class, seg_score, seg_area = assign(probs, scores_np, labels_np, stuff_of_class,
+                                                    float(overlap_threshold))
+    segments = [{"id": i + 1, "class_index": int(c), "isthing": not bool(stuff_of_class[c]), "score": float(sc),
+                 "area": int(a)} for i, (c, sc, a) in enumerate(zip(seg_class, seg_score, seg_area))]
+    return torch.from_numpy(id_map), segments
 
+
+def _panoptic_assign_numpy(probs: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                           stuff_of_class: np.ndarray, overlap_threshold: float
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """numpy twin of `postprocess_kernels.panoptic_assign` (same arguments and results); overwrites ``probs``.
+
+    Vectorised over [n, h, w]: on CPU numpy's comparisons and small-integer reductions are ~10x
+    cheaper than torch's (bool-valued torch comparisons are not vectorised in this CPU build).
+    """
+    n = probs.shape[0]
     own = probs >= 0.5                                                         # [n, h, w]
-    weighted = np.multiply(probs, scores_np[:, None, None], out=probs)         # in place: probs not needed again
+    weighted = np.multiply(probs, scores[:, None, None], out=probs)            # in place: probs not needed again
     tags, first_tag = _first_max_tag(weighted)                                 # first_tag = n - winner
     won = tags == first_tag                                                    # [n, h, w], one per pixel
     kept = won & own                                                           # won and in its own mask
@@ -172,8 +193,8 @@ def panoptic_from_kept(scores: torch.Tensor | np.ndarray, labels: torch.Tensor |
     # A segment is named by its first query: itself for things, the first valid query of the
     # same class for stuff. Segment ids are the ranks of those first queries.
     query_ids = np.arange(n)
-    stuff = ~np.asarray(isthing, dtype=bool)[labels_np]
-    same_stuff = ((labels_np[:, None] == labels_np[None, :]) & stuff[:, None] & stuff[None, :]
+    stuff = stuff_of_class[labels]
+    same_stuff = ((labels[:, None] == labels[None, :]) & stuff[:, None] & stuff[None, :]
                   & valid[None, :])
     first = np.where(same_stuff, query_ids[None, :], n).min(1)
     first = np.where(stuff & valid, first, query_ids)                         # [n], < n
@@ -181,19 +202,13 @@ def panoptic_from_kept(scores: torch.Tensor | np.ndarray, labels: torch.Tensor |
     rank = np.cumsum(is_first)                                                # 1-based at firsts
     seg_of_query = np.where(valid, rank[first], 0).astype(np.int32)           # [n], 0 = dropped
     num_segments = int(rank[-1])
-    areas = np.bincount(seg_of_query, weights=final_area, minlength=num_segments + 1)[1:]
+    areas = np.bincount(seg_of_query, weights=final_area, minlength=num_segments + 1)[1:].astype(np.int64)
     seg_scores = np.full(num_segments, -np.inf, dtype=np.float32)
-    np.maximum.at(seg_scores, seg_of_query[valid] - 1, scores_np[valid])
-    seg_classes = labels_np[is_first]
-
+    np.maximum.at(seg_scores, seg_of_query[valid] - 1, scores[valid])
     # each pixel takes the segment id of the query that keeps it (at most one does; 0 if none)
     ids = seg_of_query.astype(_uint_for(n))[:, None, None]                    # [n,1,1]
-    id_map = torch.from_numpy((kept * ids).max(0).astype(np.int32))            # int32 [h, w], host
-    segments = [{"id": i + 1, "class_index": int(c), "isthing": not bool(st), "score": float(s),
-                 "area": int(a)}
-                for i, (c, st, s, a) in enumerate(zip(seg_classes, stuff[is_first], seg_scores,
-                                                      areas))]
-    return id_map, segments
+    id_map = (kept * ids).max(0).astype(np.int32)                             # int32 [h, w]
+    return id_map, labels[is_first], seg_scores, areas
 
 
 def _host(x: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -196,8 +196,10 @@ class NearestResize:
     than interpolating a float copy and casting back). The plan also holds what the segment
     records need: input rows per small row and input columns per small column (``row_weight`` [h],
     ``col_weight`` [w], in ``weight_dtype``: float32 when every integer sum of them is exact in
-    it, else float64; a small pixel stands for row_weight[y] * col_weight[x] input pixels), and
-    which small pixels any input pixel reads (``reached`` bool [h,w]).
+    it, else float64; a small pixel stands for row_weight[y] * col_weight[x] input pixels), which
+    small pixels any input pixel reads (``reached`` bool [h,w]), and the first / last input row
+    (column) that reads each small row (column): ``first_row`` / ``last_row`` int64 [h] (and
+    ``first_col`` / ``last_col`` [w]; meaningless where the weight is 0).
     """
 
     def __init__(self, small_hw: tuple[int, int], input_hw: tuple[int, int]):
@@ -211,6 +213,12 @@ class NearestResize:
         self.weight_dtype = np.float32 if big_h * big_w < 2 ** 24 else np.float64
         self.row_weight, self.col_weight = rows.astype(self.weight_dtype), cols.astype(self.weight_dtype)
         self.reached = (rows[:, None] > 0) & (cols[None, :] > 0)                   # bool [h,w]
+        # first / last input row (column) reading each small row (column); src_* is non-decreasing
+        small_y, small_x = np.arange(h), np.arange(w)
+        self.first_row = np.searchsorted(self.src_y, small_y).astype(np.int64)
+        self.last_row = (np.searchsorted(self.src_y, small_y, side="right") - 1).astype(np.int64)
+        self.first_col = np.searchsorted(self.src_x, small_x).astype(np.int64)
+        self.last_col = (np.searchsorted(self.src_x, small_x, side="right") - 1).astype(np.int64)
         self.all_reached = bool(self.reached.all())                                 # always when enlarging
 
     def apply(self, label_map: torch.Tensor | np.ndarray) -> np.ndarray:

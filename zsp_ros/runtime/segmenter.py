@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from zsp_ros.runtime import postprocess_kernels as kernels
 from zsp_ros.runtime.backends import Backend, build_backend
 from zsp_ros.runtime.postprocess import keep_queries, panoptic_from_kept, semantic_labels
 from zsp_ros.runtime.preprocess import Geometry, MaskUpsampler, NearestResize, preprocess
@@ -65,6 +66,7 @@ class Segmenter:
         self.semantic = bool(semantic)
         self._head_cache: tuple[HeadSnapshot, torch.Tensor, torch.Tensor, np.ndarray, np.ndarray] | None = None
         self._frame_plans: dict[tuple, FramePlan] = {}
+        kernels.warm_up()                              # the first frame must not pay for compiling them
 
     @classmethod
     def from_kit(cls, kit_dir: str | Path, *, backend: str = "torch", device: str = "cpu", precision: str = "fp32",
@@ -186,31 +188,22 @@ class Segmenter:
         small map ``id_small`` int32 [h,w] (ids 1..len(raw)) and the plan that resizes it."""
         if not raw:
             return []
-        n = len(raw)
-        h, w = id_small.shape
-        ids = id_small if resize.all_reached else np.where(resize.reached, id_small, 0)
-        member = ids[None] == np.arange(1, n + 1, dtype=id_small.dtype)[:, None, None]   # [n,h,w]
-        # input pixels per segment: row weights . member . column weights (exact: integer sums
-        # in float32 below 2**24 pixels, float64 above); 5x faster than a weighted bincount
-        areas = (member.view(np.uint8).astype(resize.weight_dtype) @ resize.col_weight) @ resize.row_weight
-        areas = np.concatenate([[0], np.rint(areas).astype(np.int64)])                    # [n+1], by id
-        rows, cols = member.any(2), member.any(1)                                          # [n,h], [n,w]
-        y0, y1 = rows.argmax(1), h - 1 - rows[:, ::-1].argmax(1)
-        x0, x1 = cols.argmax(1), w - 1 - cols[:, ::-1].argmax(1)
-        # first / last input row whose source row is y0 / y1 (src_* is non-decreasing)
-        top, bottom = np.searchsorted(resize.src_y, y0), np.searchsorted(resize.src_y, y1, side="right") - 1
-        left, right = np.searchsorted(resize.src_x, x0), np.searchsorted(resize.src_x, x1, side="right") - 1
+        if kernels.AVAILABLE:
+            areas, boxes = kernels.segment_extents(id_small, len(raw), resize.row_weight, resize.col_weight,
+                                                   resize.first_row, resize.last_row,
+                                                   resize.first_col, resize.last_col)
+        else:
+            areas, boxes = _segment_extents_numpy(id_small, len(raw), resize)
         cats = snapshot.categories.categories
         out = []
         for r in raw:
-            i = r["id"]
-            if areas[i] <= 0:
+            k = r["id"] - 1
+            if areas[k] <= 0:
                 continue                               # vanished when the map was shrunk to the input
-            c, k = cats[r["class_index"]], i - 1
-            out.append(Segment(id=i, category_id=c.id, name=c.name, score=float(r["score"]),
-                               isthing=bool(r["isthing"]), area=int(areas[i]),
-                               bbox=(int(left[k]), int(top[k]), int(right[k] - left[k] + 1),
-                                     int(bottom[k] - top[k] + 1))))
+            c = cats[r["class_index"]]
+            out.append(Segment(id=r["id"], category_id=c.id, name=c.name, score=float(r["score"]),
+                               isthing=bool(r["isthing"]), area=int(round(areas[k])),
+                               bbox=tuple(int(v) for v in boxes[k])))
         return out
 
     def _frame_plan(self, mask_hw: tuple[int, int], geometry: Geometry, device: torch.device) -> "FramePlan":
@@ -244,6 +237,23 @@ class Segmenter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _segment_extents_numpy(id_small: np.ndarray, num_segments: int, resize: NearestResize
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """numpy twin of `postprocess_kernels.segment_extents`: (area float [S], box int64 [S,4] x,y,w,h)."""
+    h, w = id_small.shape
+    ids = id_small if resize.all_reached else np.where(resize.reached, id_small, 0)
+    member = ids[None] == np.arange(1, num_segments + 1, dtype=id_small.dtype)[:, None, None]   # [S,h,w]
+    # input pixels per segment: row weights . member . column weights (exact: integer sums
+    # in float32 below 2**24 pixels, float64 above); 5x faster than a weighted bincount
+    areas = (member.view(np.uint8).astype(resize.weight_dtype) @ resize.col_weight) @ resize.row_weight
+    rows, cols = member.any(2), member.any(1)                                          # [S,h], [S,w]
+    y0, y1 = rows.argmax(1), h - 1 - rows[:, ::-1].argmax(1)
+    x0, x1 = cols.argmax(1), w - 1 - cols[:, ::-1].argmax(1)
+    top, bottom = resize.first_row[y0], resize.last_row[y1]
+    left, right = resize.first_col[x0], resize.last_col[x1]
+    return areas, np.stack([left, top, right - left + 1, bottom - top + 1], 1)
 
 
 class FramePlan:

@@ -19,7 +19,7 @@ from typing import Any
 # module name -> distribution name (read from the installed metadata: importing open_clip or
 # sentence_transformers just to ask costs seconds per command)
 _LIBRARIES = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "scipy": "scipy",
-              "onnx": "onnx", "onnxruntime": "onnxruntime", "pycocotools": "pycocotools",
+              "numba": "numba", "onnx": "onnx", "onnxruntime": "onnxruntime", "pycocotools": "pycocotools",
               "safetensors": "safetensors", "open_clip": "open_clip_torch",
               "sentence_transformers": "sentence-transformers", "rclpy": "rclpy"}
 
