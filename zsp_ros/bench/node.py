@@ -67,15 +67,24 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
     return {f"p{q}": round(float(np.percentile(arr, q)), 2) for q in (50, 90, 99)}
 
 
-def _node_diagnostics(client: Any) -> dict[str, str]:
+def _node_diagnostics(client: Any, *, processed_at_least: int = 0) -> dict[str, str]:
     """The node's latest /diagnostics values (its own counters and per-stage latencies), waiting
-    for one published after now (the node publishes every diagnostics_period_s)."""
+    for one published after now (the node publishes every diagnostics_period_s) that counts at least
+    ``processed_at_least`` processed frames (the node counts a frame just after publishing its result,
+    so a report sent in between lags by one); after 10 s, the newest report published after now."""
+    def values(msg: Any) -> dict[str, str]:
+        return {kv.key: kv.value for kv in msg.status[0].values}
+
     count = len(client.messages("/diagnostics"))
     try:
-        msg = client.wait_for("/diagnostics", timeout=10.0, after=count)
+        msg = client.wait_for("/diagnostics", lambda m: int(values(m).get("frames_processed", 0)) >= processed_at_least,
+                              timeout=10.0, after=count)
     except TimeoutError:
-        return {}
-    return {kv.key: kv.value for kv in msg.status[0].values}
+        fresh = client.messages("/diagnostics")[count:]
+        if not fresh:
+            return {}
+        msg = fresh[-1]
+    return values(msg)
 
 
 def measure_forward(kit: Path, image: np.ndarray, *, short_side: int, max_long_side: int = 0, frames: int,
@@ -151,7 +160,7 @@ def measure_node(kit: Path, image: np.ndarray, *, short_side: int, max_long_side
                 arrival, result = arrivals[key]
                 closed.append((arrival - sent) * 1e3)
                 node_model.append(result.model_ms)
-        in_node = _node_diagnostics(client)            # after the closed loop, before the overload
+        in_node = _node_diagnostics(client, processed_at_least=warmup + frames)   # before the overload
         e2e_p50 = float(np.percentile(closed, 50))
         sustainable_hz = 1000.0 / e2e_p50
         rate = 2.0 * sustainable_hz
