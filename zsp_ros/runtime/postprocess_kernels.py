@@ -9,16 +9,17 @@ that stays the reference and the fallback:
 =====================  ==========================================  ================================
 kernel                 numpy reference                             what
 =====================  ==========================================  ================================
-``panoptic_assign``    ``postprocess._panoptic_from_probs_numpy``  Mask2Former's pixel assignment +
+``panoptic_assign``    ``postprocess._panoptic_assign_numpy``      Mask2Former's pixel assignment +
                                                                    segment numbering
-``segment_extents``    ``Segmenter._records`` (numpy branch)       input-resolution area and box of
+``segment_extents``    ``segmenter._segment_extents_numpy``        input-resolution area and box of
                                                                    each segment from the small map
 ``first_argmax``       ``postprocess._first_max_tag``              argmax over axis 0, first max
 =====================  ==========================================  ================================
 
 ``AVAILABLE`` is False when numba is not installed (or ``ZSP_POSTPROCESS=numpy`` is set): callers then
 use the numpy path. Kernels compile on first use (about a second each) and are cached on disk by
-numba (``cache=True``), so a later process loads them in milliseconds; they release the GIL.
+numba (``cache=True``), so a later process loads them in ~0.5 s (`warm_up`, called when a Segmenter
+is built); they release the GIL.
 NaN probabilities are not supported (the two paths may then pick different maxima).
 """
 from __future__ import annotations
@@ -41,7 +42,7 @@ except ImportError:                                   # pragma: no cover - exerc
 
 @njit(cache=True, nogil=True)
 def panoptic_assign(probs, scores, labels, stuff_of_class, overlap_threshold):
-    """Mask2Former's panoptic pixel assignment for the kept queries, in one pass over the pixels.
+    """Mask2Former's panoptic pixel assignment for the kept queries, in two passes over the pixels.
 
     Args:
         probs: float32 [n, h, w] mask probabilities (sigmoid) of the kept queries, C-contiguous.
