@@ -104,8 +104,8 @@ def _as_byte_array(data: Any, field: str = "data") -> np.ndarray:
 # --------------------------------------------------------------------------- raw images
 
 
-def _raw_layout(msg: Any) -> tuple[EncodingInfo, int, int, int]:
-    """(encoding info, height, width, step) of a raw Image, checked against each other."""
+def _raw_layout(msg: Any) -> tuple[EncodingInfo, int, int, int, np.ndarray]:
+    """(encoding info, height, width, step, data as a uint8 view) of a raw Image, checked against each other."""
     info = encoding_info(msg.encoding)
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
@@ -116,7 +116,19 @@ def _raw_layout(msg: Any) -> tuple[EncodingInfo, int, int, int]:
         raise ImageConversionError(
             f"step={step} is smaller than width x pixel bytes = {width} x {info.pixel_bytes} "
             f"= {row_bytes} for encoding {msg.encoding!r}")
-    return info, height, width, step
+    raw = _as_byte_array(msg.data)                    # a view for buffers: no copy
+    if raw.size != height * step:
+        raise ImageConversionError(
+            f"data has {raw.size} bytes but height x step = {height} x {step} = "
+            f"{height * step} for encoding {msg.encoding!r}")
+    return info, height, width, step, raw
+
+
+def _check_picture_encoding(encoding: str) -> None:
+    if encoding not in _PICTURE_ENCODINGS:
+        raise ImageConversionError(
+            f"encoding {encoding!r} cannot be shown as RGB (not a colour or grey picture); "
+            f"publish one of {', '.join(sorted(_PICTURE_ENCODINGS))}")
 
 
 def image_to_numpy(msg: Any, *, copy: bool = False) -> np.ndarray:
@@ -135,12 +147,7 @@ def image_to_numpy(msg: Any, *, copy: bool = False) -> np.ndarray:
         ImageConversionError: unknown ``encoding``; zero ``height`` or ``width``; ``step``
             smaller than width x pixel bytes; ``data`` length different from height x step.
     """
-    info, height, width, step = _raw_layout(msg)
-    raw = _as_byte_array(msg.data)
-    if raw.size != height * step:
-        raise ImageConversionError(
-            f"data has {raw.size} bytes but height x step = {height} x {step} = "
-            f"{height * step} for encoding {msg.encoding!r}")
+    info, height, width, step, raw = _raw_layout(msg)
 
     big = bool(msg.is_bigendian)
     dtype = info.dtype.newbyteorder(">" if big else "<") if info.dtype.itemsize > 1 else info.dtype
@@ -283,16 +290,8 @@ def check_picture(msg: Any) -> None:
             raise ImageConversionError("data is empty (0 bytes)")
         _parse_format(msg.format, data)
         return
-    _, height, width, step = _raw_layout(msg)
-    size = _as_byte_array(msg.data).size   # a view for buffers: no copy
-    if size != height * step:
-        raise ImageConversionError(
-            f"data has {size} bytes but height x step = {height} x {step} = "
-            f"{height * step} for encoding {msg.encoding!r}")
-    if msg.encoding not in _PICTURE_ENCODINGS:
-        raise ImageConversionError(
-            f"encoding {msg.encoding!r} cannot be shown as RGB (not a colour or grey picture); "
-            f"publish one of {', '.join(sorted(_PICTURE_ENCODINGS))}")
+    _raw_layout(msg)
+    _check_picture_encoding(msg.encoding)
 
 
 def to_rgb8(msg: Any) -> np.ndarray:
@@ -306,10 +305,7 @@ def to_rgb8(msg: Any) -> np.ndarray:
         arr, encoding = compressed_to_numpy(msg)
     else:
         arr, encoding = image_to_numpy(msg), msg.encoding
-    if encoding not in _PICTURE_ENCODINGS:
-        raise ImageConversionError(
-            f"encoding {encoding!r} cannot be shown as RGB (not a colour or grey picture); "
-            f"publish one of {', '.join(sorted(_PICTURE_ENCODINGS))}")
+    _check_picture_encoding(encoding)
     return np.ascontiguousarray(convert_encoding(arr, encoding, "rgb8"))
 
 

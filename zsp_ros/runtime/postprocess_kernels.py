@@ -56,13 +56,12 @@ def panoptic_assign(probs, scores, labels, stuff_of_class, overlap_threshold):
     """
     n, h, w = probs.shape
     flat = probs.reshape(n, h * w)
-    # pass 1, query by query over contiguous rows (vectorises): first maximum of score x probability,
-    # and each query's own-mask size
-    best = flat[0] * scores[0]
+    # pass 1, query by query over contiguous rows: first maximum of score x probability (all >= 0,
+    # so query 0 always beats the -inf start), and each query's own-mask size
+    best = np.full(h * w, -np.inf, np.float32)
     winner = np.zeros(h * w, np.int32)
     own = np.zeros(n, np.int64)
-    own[0] = np.count_nonzero(flat[0] >= 0.5)
-    for q in range(1, n):
+    for q in range(n):
         row, score, count = flat[q], scores[q], 0
         for i in range(h * w):
             p = row[i]
@@ -70,7 +69,7 @@ def panoptic_assign(probs, scores, labels, stuff_of_class, overlap_threshold):
             v = p * score
             b = best[i]
             better = v > b                            # strict: ties go to the first query
-            best[i] = v if better else b              # branch-free selects: the loop vectorises
+            best[i] = v if better else b              # branch-free selects
             winner[i] = q if better else winner[i]
         own[q] = count
     # pass 2, pixel by pixel: won pixels, and those also in the winner's own mask (kept; else -1)
