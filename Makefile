@@ -11,6 +11,8 @@ demo: setup
 	@$(VENV)/bin/zsp demo
 
 test: setup
+	@$(VENV)/bin/ruff check --quiet zsp_ros experiments tests
+	@$(VENV)/bin/mypy
 	@$(PY) -m pytest -q tests
 
 doctor: setup

@@ -12,8 +12,7 @@ PACKAGE = "zsp_ros"
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=find_packages(include=["zsp_ros", "zsp_ros.*", "training", "training.*",
-                                    "engines", "engines.*"]),
+    packages=find_packages(include=["zsp_ros", "zsp_ros.*"]),   # experiments/ is not installed
     package_data={PACKAGE: ["kits/*/*", "kits/*/*/*"]},
     include_package_data=True,
     data_files=[

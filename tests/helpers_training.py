@@ -6,6 +6,9 @@ matcher, criterion and loop can be tested without the real model.
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -95,12 +98,39 @@ def free_port() -> int:
 def join_gloo_group(rank: int, world_size: int, port: int):
     """In a spawned test worker: 1 torch thread, torchrun's environment, CPU process group joined.
 
-    Returns the `training.distributed.DistInfo`; call `training.distributed.shutdown()` at the end."""
+    Returns the `zsp_ros.training.distributed.DistInfo`; call `zsp_ros.training.distributed.shutdown()` at the end."""
     import os
 
-    from training import distributed
+    from zsp_ros.training import distributed
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     return distributed.init_distributed("cpu", timeout_s=60)
+
+
+@contextlib.contextmanager
+def recorded_pading_steps() -> Iterator[list[int]]:
+    """Within the block, the step every `PadingTrainer.train_step` call starts from (the
+    trainer's ``step`` before it), in order: a run resumed from a checkpoint at step K to N
+    records [K, ..., N-1], a run that ignored the checkpoint [0, ..., N-1]. Works in spawned
+    workers too (it patches the class in this process only)."""
+    from zsp_ros.training.pading_trainer import PadingTrainer
+
+    cls = PadingTrainer
+    own = "train_step" in cls.__dict__                 # else inherited: remove the patch after
+    original = cls.train_step
+    steps: list[int] = []
+
+    def train_step(self, *args, **kwargs):
+        steps.append(int(self.step))
+        return original(self, *args, **kwargs)
+
+    cls.train_step = train_step
+    try:
+        yield steps
+    finally:
+        if own:
+            cls.train_step = original
+        else:
+            del cls.train_step

@@ -58,7 +58,7 @@ def make_quadrant_kit(root: Path) -> Path:
     """Write the quadrant kit (module docstring) to ``root``/kit and return its path."""
     from runtime_fakes import GENERATOR_CONFIG, SEEN, FakeTextEncoder, QuadrantNetwork, make_generator, make_kit
 
-    from zsp_ros.runtime.kit import load_kit, save_kit
+    from zsp_ros.kit.model_kit import load_kit, save_kit
 
     base = load_kit(make_kit(root / "base"))
     encoder, generator = FakeTextEncoder(), make_generator(0)
@@ -101,9 +101,9 @@ def make_attribute_kit(root: Path) -> Path:
     the synthetic world's seen categories, and the attribute text encoder built from the manifest's
     ``text_encoder.kwargs`` (so a plain `python -m zsp_ros.node.main` child can load it)."""
     from zsp_ros.data.synth_world import DEFAULT_UNSEEN, world_categories
+    from zsp_ros.kit.model_kit import MANIFEST, save_kit
     from zsp_ros.model.build import build_mask2former
     from zsp_ros.model.primitive_generator import PrimitiveGenerator
-    from zsp_ros.runtime.kit import MANIFEST, save_kit
     from zsp_ros.semantics.build import build_text_encoder
 
     torch.manual_seed(0)

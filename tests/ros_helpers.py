@@ -127,7 +127,7 @@ class ChildProcess:
         self._reader.join(timeout=5.0)
         return code
 
-    def __enter__(self) -> "ChildProcess":
+    def __enter__(self) -> ChildProcess:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

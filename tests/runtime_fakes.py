@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from zsp_ros.runtime.kit import load_kit, save_kit
+from zsp_ros.kit.model_kit import load_kit, save_kit
 
 DIM_TEXT = 16
 DIM_EMBED = 16

@@ -35,9 +35,9 @@ def kit_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def onnx_file(kit_dir, tmp_path_factory):
-    from engines.onnx_export import export_onnx
+    from zsp_ros.export.onnx_export import export_onnx
+    from zsp_ros.kit.model_kit import load_kit
     from zsp_ros.runtime.backends.torch_backend import TorchBackend
-    from zsp_ros.runtime.kit import load_kit
 
     kit = load_kit(kit_dir)
     network = TorchBackend.from_kit(kit).network

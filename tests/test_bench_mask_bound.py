@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from zsp_ros.bench.mask_bound import through_stride
+from experiments.mask_bound import through_stride
 
 
 def test_a_cell_aligned_partition_survives_exactly():

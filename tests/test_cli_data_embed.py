@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from coco_fakes import coco_tree
 from safetensors import safe_open
 
-from coco_fakes import coco_tree
 from zsp_ros.cli.main import main
 from zsp_ros.data.synth_writer import generate_world
 

@@ -1,4 +1,4 @@
-"""`zsp demo`: its scoring (pure parts) and one short real run (node + camera processes over DDS).
+"""`zsp demo` (zsp_ros.demo): its scoring (pure parts) and one short real run (node + camera processes over DDS).
 
 The real run uses a tiny randomly initialised Mask2Former kit with the attribute text encoder
 (built from the kit manifest's ``text_encoder.kwargs``), so it checks the plumbing — processes,
@@ -14,31 +14,35 @@ import pytest
 from node_fixtures import make_attribute_kit
 
 from zsp_ros.cli import demo
+from zsp_ros.demo.failure import DemoFailure
+from zsp_ros.demo.recording import Recording, parse_camera_log
+from zsp_ros.demo.scenes import render_scenes, unseen_categories
+from zsp_ros.demo.scoring import evaluate, prediction_in_world_ids
 
 # ------------------------------------------------------------------ pure parts
 
 def test_parse_camera_log_reads_only_sent_lines():
     text = "[INFO] camera up\nSENT 12 500 3\nSENT 12 900000000 0\ngarbage SENT\nSENT 1 2\n"
-    assert demo.parse_camera_log(text) == {(12, 500): 3, (12, 900000000): 0}
+    assert parse_camera_log(text) == {(12, 500): 3, (12, 900000000): 0}
 
 
 def test_unseen_categories_from_manifest_or_default():
     from zsp_ros.data.synth_world import DEFAULT_UNSEEN
 
-    got = demo.unseen_categories({}, {"red circle"})               # no manifest entry: the default split
+    got = unseen_categories({}, {"red circle"})                    # no manifest entry: the default split
     assert {c["name"] for c in got} == set(DEFAULT_UNSEEN)
-    got = demo.unseen_categories({}, {"Red Triangle"})             # minus what the kit already holds
+    got = unseen_categories({}, {"Red Triangle"})                  # minus what the kit already holds
     assert {c["name"] for c in got} == set(DEFAULT_UNSEEN) - {"red triangle"}
-    assert [c["name"] for c in demo.unseen_categories({"world": {"unseen": ["Red Triangle", "gray dots"]}},
-                                                      {"gray dots"})] == ["red triangle"]
-    with pytest.raises(demo.DemoFailure, match="not in the synthetic world"):
-        demo.unseen_categories({"world": {"unseen": ["chair"]}}, set())
+    assert [c["name"] for c in unseen_categories({"world": {"unseen": ["Red Triangle", "gray dots"]}},
+                                                 {"gray dots"})] == ["red triangle"]
+    with pytest.raises(DemoFailure, match="not in the synthetic world"):
+        unseen_categories({"world": {"unseen": ["chair"]}}, set())
 
 
 def test_prediction_in_world_ids_maps_names_and_voids_unknown_labels():
     ids = np.array([[1, 1, 2], [3, 3, 0]], np.int32)
     segments = [{"id": 1, "label": "Red Circle"}, {"id": 2, "label": "my mug"}, {"id": 3, "label": "gray dots"}]
-    pred, kept = demo.prediction_in_world_ids(ids, segments, {"red circle": 1, "gray dots": 50})
+    pred, kept = prediction_in_world_ids(ids, segments, {"red circle": 1, "gray dots": 50})
     assert pred.tolist() == [[1, 1, 0], [3, 3, 0]]
     assert kept == [{"id": 1, "category_id": 1}, {"id": 3, "category_id": 50}]
 
@@ -52,7 +56,7 @@ def test_evaluate_scores_before_and_after_and_latency():
 
     world = {c["name"]: c for c in world_categories()}
     unseen_ids = {world[n]["id"] for n in DEFAULT_UNSEEN}
-    scenes = demo.render_scenes(count=2, size=48, unseen_ids=unseen_ids, seed=3)
+    scenes = render_scenes(count=2, size=48, unseen_ids=unseen_ids, seed=3)
     names = {c["id"]: c["name"] for c in world.values()}
 
     def message(k, version, *, perfect, stamp):
@@ -67,7 +71,7 @@ def test_evaluate_scores_before_and_after_and_latency():
         header.stamp.sec, header.stamp.nanosec = stamp, 0
         return panoptic_message(result, header)
 
-    rec = demo.Recording()
+    rec = Recording()
     for k in range(2):
         rec.sent[(100 + k, 0)] = k
         rec.sent[(200 + k, 0)] = k
@@ -75,7 +79,7 @@ def test_evaluate_scores_before_and_after_and_latency():
         rec.results.append((200 + k + 0.150, message(k, 2, perfect=True, stamp=200 + k)))
     rec.results.append((999.0, message(0, 2, perfect=True, stamp=999)))        # not a camera frame: ignored
     seen_ids = {c["id"] for c in world.values()} - unseen_ids
-    metrics = demo.evaluate(rec, scenes, version_after=2, unseen_ids=unseen_ids, seen_ids=seen_ids)
+    metrics = evaluate(rec, scenes, version_after=2, unseen_ids=unseen_ids, seen_ids=seen_ids)
     assert metrics["unseen_pq_before"] == 0.0 and metrics["unseen_pq_after"] == 100.0
     assert metrics["seen_pq_before"] == 100.0 and metrics["seen_pq_after"] == 100.0
     assert metrics["frames_evaluated"] == {"before": 2, "after": 2}

@@ -12,8 +12,8 @@ pytest.importorskip("rosbags")
 from rosbags.highlevel import AnyReader  # noqa: E402
 from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: E402
 from rosbags.typesys import Stores, get_typestore  # noqa: E402
-
 from runtime_fakes import make_real_kit  # noqa: E402
+
 from zsp_ros.cli.main import main  # noqa: E402
 
 STORE = get_typestore(Stores.ROS2_HUMBLE)

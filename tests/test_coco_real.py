@@ -6,13 +6,19 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from coco_fakes import coco_tree
+
 from zsp_ros.data.coco_format import load_json
 from zsp_ros.data.coco_layout import check_layout
-from zsp_ros.data.coco_real import (coco_instance_dataset, coco_panoptic_dataset, coco_split_categories,
-                                    coco_stuff_dataset, coco_training_dataset, missing_train_files,
-                                    write_zsp_view)
+from zsp_ros.data.coco_real import (
+    coco_instance_dataset,
+    coco_panoptic_dataset,
+    coco_split_categories,
+    coco_stuff_dataset,
+    coco_training_dataset,
+    missing_train_files,
+    write_zsp_view,
+)
 from zsp_ros.data.large_scale_jitter import LargeScaleJitter
 from zsp_ros.data.synth_writer import generate_world
 
@@ -37,7 +43,7 @@ def test_zsp_view_drops_images_with_unseen_segments(coco):
     ds = coco_panoptic_dataset(root, split="train", split_file=split)
     assert sorted(ds.image_ids) == sorted(im["id"] for im in expected["images"] if any(
         a["image_id"] == im["id"] and a["segments_info"] for a in expected["annotations"]))
-    assert all(not c.get("seen") is False for c in ds.categories) and len(ds.categories) == 64 - len(unseen)
+    assert all(c.get("seen") is not False for c in ds.categories) and len(ds.categories) == 64 - len(unseen)
     image, target = ds[0]
     assert image.shape == (3, 48, 48) and image.dtype == torch.uint8
     assert not set(target["category_ids"].tolist()) & unseen

@@ -9,8 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from zsp_ros.data.coco_datasets import (CocoInstanceDataset, CocoPanopticDataset, RandomResizeCrop,
-                                        SemanticSegDataset, collate_padded, world_dataset)
+from zsp_ros.data.coco_datasets import (
+    CocoInstanceDataset,
+    CocoPanopticDataset,
+    RandomResizeCrop,
+    SemanticSegDataset,
+    collate_padded,
+    world_dataset,
+)
 from zsp_ros.data.coco_format import rgb2id
 from zsp_ros.data.synth_writer import generate_world
 
@@ -45,7 +51,7 @@ def test_zero_shot_training_sees_only_seen_categories(world, task):
         image, target = ds[i]
         _check_item(image, target, len(ds.categories))
         assert set(target["category_ids"].tolist()) <= seen_ids
-        assert [ds.categories[int(l)]["id"] for l in target["labels"]] == target["category_ids"].tolist()
+        assert [ds.categories[int(lab)]["id"] for lab in target["labels"]] == target["category_ids"].tolist()
     val = world_dataset(world, task=task, split="val")
     assert len(val) == 8
     assert len(val.categories) == (48 if task == "instance" else len(split["categories"]))

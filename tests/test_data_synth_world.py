@@ -6,8 +6,15 @@ import pytest
 
 from zsp_ros.data.categories import make_split, read_split, remap_lut, split_to_json_bytes
 from zsp_ros.data.synth_render import render_scene, shape_mask
-from zsp_ros.data.synth_world import (DEFAULT_UNSEEN, THING_COLOURS, THING_SHAPES, check_unseen,
-                                      parse_unseen, world_categories, world_split)
+from zsp_ros.data.synth_world import (
+    DEFAULT_UNSEEN,
+    THING_COLOURS,
+    THING_SHAPES,
+    check_unseen,
+    parse_unseen,
+    world_categories,
+    world_split,
+)
 
 
 def test_categories_are_compositions_named_in_words():

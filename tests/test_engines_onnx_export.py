@@ -16,12 +16,18 @@ import torch
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from engines.msda_plugin_export import PLUGIN_DOMAIN, PLUGIN_OP, swapped_msda_cores  # noqa: E402
-from engines.onnx_export import (OUTPUT_NAMES, OnnxExportError, check_metadata, export_onnx,  # noqa: E402
-                                 parse_size, read_metadata)
 from tests.runtime_fakes import TINY_MASK2FORMER  # noqa: E402
+from zsp_ros.export.msda_plugin_export import PLUGIN_DOMAIN, PLUGIN_OP, swapped_msda_cores  # noqa: E402
+from zsp_ros.export.onnx_export import export_onnx  # noqa: E402
 from zsp_ros.model.build import build_mask2former  # noqa: E402
 from zsp_ros.model.msda import MSDeformAttn  # noqa: E402
+from zsp_ros.runtime.backends.onnx_contract import (  # noqa: E402
+    OUTPUT_NAMES,
+    OnnxExportError,
+    check_metadata,
+    parse_size,
+    read_metadata,
+)
 
 H, W = 64, 96
 ENC_LAYERS = 2
@@ -207,7 +213,7 @@ def test_cli_exports_a_kit_and_reports_errors(tmp_path, capsys):
     assert main(["export", "onnx", "--kit", str(kit), "--size", "64x64", "--msda", "plugin", "--out", str(out),
                  "--plugin-version", "2"]) == 0
     assert "1 plugin nodes" in capsys.readouterr().out
-    from zsp_ros.runtime.kit import load_kit
+    from zsp_ros.kit.model_kit import load_kit
     meta = read_metadata(out)
     assert meta["kit_sha256"] == load_kit(kit).sha256 and meta["msda_plugin_version"] == "2"
     node = next(n for n in onnx.load(str(out)).graph.node if n.op_type == PLUGIN_OP)

@@ -18,12 +18,20 @@ import torch
 
 pytest.importorskip("onnx")
 
-from engines import engine_cache, tensorrt_builder  # noqa: E402
-from engines.engine_cache import EngineCache, EngineKey, StaleEngineError, check_engine, sidecar_path  # noqa: E402
-from engines.onnx_export import export_onnx  # noqa: E402
-from engines.tensorrt_builder import EngineBuildError, TensorRTUnavailable, build_engine  # noqa: E402
 from tests import fake_tensorrt  # noqa: E402
 from tests.runtime_fakes import TINY_MASK2FORMER  # noqa: E402
+from zsp_ros.export import engine_cache, tensorrt_builder
+from zsp_ros.export.engine_cache import EngineCache
+from zsp_ros.export.onnx_export import export_onnx  # noqa: E402
+from zsp_ros.export.tensorrt_builder import EngineBuildError, build_engine
+from zsp_ros.runtime.backends import tensorrt_backend  # noqa: E402
+from zsp_ros.runtime.backends.engine_artifact import (  # noqa: E402
+    EngineKey,
+    StaleEngineError,
+    TensorRTUnavailable,  # noqa: E402
+    check_engine,
+    sidecar_path,
+)
 
 GPU = ("Fake GPU 80GB", "9.0")
 
@@ -46,7 +54,8 @@ def exports(tmp_path_factory):
 def trt(monkeypatch):
     fake = fake_tensorrt.fresh("10.3.0")
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr(engine_cache, "gpu_identity", lambda index=0: GPU)
+    for module in (engine_cache, tensorrt_backend):          # every module that asks which GPU is in use
+        monkeypatch.setattr(module, "gpu_identity", lambda index=0: GPU)
     return fake
 
 

@@ -10,8 +10,13 @@ import pytest
 from zsp_ros.data.categories import make_split
 from zsp_ros.data.coco_format import encode_png, id2rgb
 from zsp_ros.evaluation.errors import EvaluationInputError
-from zsp_ros.evaluation.panoptic_quality import (PQStat, evaluate_panoptic, harmonic_mean, pq_single_image,
-                                                 summarize_panoptic)
+from zsp_ros.evaluation.panoptic_quality import (
+    PQStat,
+    evaluate_panoptic,
+    harmonic_mean,
+    pq_single_image,
+    summarize_panoptic,
+)
 
 CATS = {1: {"id": 1, "name": "red circle", "isthing": 1}, 2: {"id": 2, "name": "gray bricks", "isthing": 0},
         3: {"id": 3, "name": "blue star", "isthing": 1}, 5: {"id": 5, "name": "green dots", "isthing": 0}}

@@ -13,8 +13,8 @@ import torch
 import yaml
 from safetensors import safe_open
 
-from training.import_checkpoint import RestrictedUnpickler, import_checkpoint, read_checkpoint
 from zsp_ros.cli.main import main
+from zsp_ros.training.import_checkpoint import RestrictedUnpickler, import_checkpoint, read_checkpoint
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def test_official_r50_pkl_imports_with_every_key(tmp_path):
             assert np.array_equal(f.get_tensor(key), model[key])
     cats = json.loads((out / "categories.json").read_text())
     assert len(cats) == 133 and cats[0] == {"index": 0, "id": 1, "name": "person", "isthing": True}
-    from training.segmenter_run import resolve_segmenter
+    from zsp_ros.training.segmenter_run import resolve_segmenter
     assert len(resolve_segmenter(out).categories) == 133
 
 
@@ -144,7 +144,7 @@ def _released_extras(k: int) -> dict[str, torch.Tensor]:
 
 
 def test_pading_generator_is_imported_and_computes_as_released(tiny, tmp_path, capsys):
-    from training.train_pading import load_generator
+    from zsp_ros.pading.artifacts import load_generator
 
     cfg, state = tiny
     (fc, prims, dec), gen = _released_generator()

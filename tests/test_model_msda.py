@@ -6,8 +6,14 @@ import math
 import pytest
 import torch
 
-from zsp_ros.model.msda import (CORES, MSDeformAttn, ms_deform_attn, ms_deform_attn_gather,
-                                ms_deform_attn_reference, set_msda_core)
+from zsp_ros.model.msda import (
+    CORES,
+    MSDeformAttn,
+    ms_deform_attn,
+    ms_deform_attn_gather,
+    ms_deform_attn_reference,
+    set_msda_core,
+)
 
 SHAPES = [(5, 7), (3, 4), (1, 2)]   # includes a one-pixel-high level
 CORE_PARAMS = pytest.mark.parametrize("core", [ms_deform_attn_gather, ms_deform_attn_reference],

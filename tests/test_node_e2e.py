@@ -66,7 +66,7 @@ _stamp = iter(range(1, 10**6))
 
 def send(world, image=IMAGE, *, encoding="rgb8", mutate=None) -> int:
     """Publish one Image with a fresh stamp (sec = a counter); return that stamp."""
-    from zsp_ros.node.image_conversion import numpy_to_image
+    from zsp_ros.node.raw_image import numpy_to_image
 
     msg = numpy_to_image(image, encoding)
     msg.header.stamp.sec, msg.header.frame_id = next(_stamp), "camera_optical"
@@ -146,8 +146,8 @@ def test_lifecycle_transitions_and_parameter_checks(world):
 
 
 def test_image_in_panoptic_out_with_same_header_and_consistent_segments(world):
-    from zsp_ros.node.image_conversion import image_to_numpy
     from zsp_ros.node.messages import panoptic_from_message, segments_consistent
+    from zsp_ros.node.raw_image import image_to_numpy
 
     result = segment(world)
     assert result.header.frame_id == "camera_optical"
@@ -230,9 +230,9 @@ def test_malformed_images_are_counted_logged_once_and_skipped(world):
         for _ in range(3):                                   # a burst: one log line, three counts
             publish()
             time.sleep(0.05)
-        for attempt in range(10):
+        for _attempt in range(10):
             try:
-                client.wait_for("/diagnostics", lambda m: int(counts(m).get(f"malformed_{cause}", 0)) >= 1,
+                client.wait_for("/diagnostics", lambda m, cause=cause: int(counts(m).get(f"malformed_{cause}", 0)) >= 1,
                                 timeout=TIMEOUT_S / 10, after=0)
                 break
             except TimeoutError:

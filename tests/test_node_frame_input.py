@@ -9,7 +9,9 @@ import pytest
 
 from zsp_ros.node.frame_input import MALFORMED_CAUSES, CauseThrottle, LatestFrame, malformed_cause
 from zsp_ros.node.frame_stats import FrameStats
-from zsp_ros.node.image_conversion import ImageConversionError, check_picture, numpy_to_image, to_rgb8
+from zsp_ros.node.image_conversion import check_picture, to_rgb8
+from zsp_ros.node.image_encodings import ImageConversionError
+from zsp_ros.node.raw_image import numpy_to_image
 
 
 def _image(**fields):

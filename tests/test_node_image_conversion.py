@@ -10,16 +10,10 @@ from PIL import Image as PILImage
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from zsp_ros.node.image_conversion import (
-    ENCODINGS,
-    ImageConversionError,
-    compressed_to_numpy,
-    convert_encoding,
-    image_to_numpy,
-    numpy_to_compressed,
-    numpy_to_image,
-    to_rgb8,
-)
+from zsp_ros.node.compressed_image import compressed_to_numpy, numpy_to_compressed
+from zsp_ros.node.image_conversion import to_rgb8
+from zsp_ros.node.image_encodings import ENCODINGS, ImageConversionError, convert_encoding
+from zsp_ros.node.raw_image import image_to_numpy, numpy_to_image
 
 H, W = 5, 7
 PICTURES = ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "8UC1", "mono16", "16UC1"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from zsp_ros.node.image_conversion import image_to_numpy
+from zsp_ros.kit.category_set import Category, CategorySet
 from zsp_ros.node.messages import (
     category_set_from_message,
     category_set_message,
@@ -16,7 +16,7 @@ from zsp_ros.node.messages import (
     segments_consistent,
     semantic_message,
 )
-from zsp_ros.runtime.categories import Category, CategorySet
+from zsp_ros.node.raw_image import image_to_numpy
 from zsp_ros.runtime.result import Segment, SegmentationResult
 
 

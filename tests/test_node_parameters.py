@@ -92,8 +92,10 @@ def test_config_without_the_node_entry_is_refused(tmp_path):
 
 
 def test_resolve_kit():
-    assert params.resolve_kit("").parts[-3:] == ("zsp_ros", "kits", "default")
-    assert str(params.resolve_kit("/data/kit")) == "/data/kit"
+    from zsp_ros.kit.locate import resolve_kit
+
+    assert resolve_kit("").parts[-3:] == ("zsp_ros", "kits", "default") == resolve_kit(None).parts[-3:]
+    assert str(resolve_kit("/data/kit")) == "/data/kit"
 
 
 @pytest.fixture

@@ -1,12 +1,17 @@
-"""Feature bank (training/feature_bank.py): extraction with a matcher, file round trip, hash check."""
+"""Feature bank (zsp_ros/training/feature_bank.py): extraction with a matcher, file round trip, hash check."""
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
 
-from training.feature_bank import (FeatureBank, extract_feature_bank, load_feature_bank,
-                                   save_feature_bank, sha256_file)
+from zsp_ros.training.feature_bank import (
+    FeatureBank,
+    extract_feature_bank,
+    load_feature_bank,
+    save_feature_bank,
+    sha256_file,
+)
 
 CATEGORIES = [{"id": 3, "name": "red circle", "isthing": True, "seen": True},
               {"id": 7, "name": "blue star", "isthing": True, "seen": True},
@@ -56,7 +61,7 @@ def _item(image_id: int, category_ids: list[int]) -> tuple[torch.Tensor, dict]:
 
 @pytest.mark.parametrize("matcher", ["hungarian", "stand-in"])
 def test_extract_labels_matched_queries_and_no_object(matcher):
-    from training.matcher import HungarianMatcher
+    from zsp_ros.training.matcher import HungarianMatcher
 
     dataset = [_item(11, [3, 7]), _item(12, []), {"image": _item(13, [7])[0], "target": _item(13, [7])[1]}]
     model = _FakeSegmenter()

@@ -15,11 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers_training import recorded_pading_steps
 from safetensors.torch import load_file
 from torch.nn import functional as F
 
-from training import train_pading
-from training.feature_bank import FeatureBank, load_feature_bank, save_feature_bank, sha256_file
+from zsp_ros.pading.artifacts import load_generator
+from zsp_ros.training import train_pading
+from zsp_ros.training.feature_bank import FeatureBank, load_feature_bank, save_feature_bank, sha256_file
+from zsp_ros.training.pading_config import load_config, validate_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 COLOURS = ("red", "green", "blue", "yellow")
@@ -57,7 +60,7 @@ class TinyWorld:
 
 
 def _tiny_config(path, *, steps: int) -> None:
-    cfg = train_pading.load_config(CONFIG_DIR / "pading_synth.yaml")
+    cfg = load_config(CONFIG_DIR / "pading_synth.yaml")
     cfg["generator"].update(num_primitives=32, num_layers=2, num_heads=4, ffn_dim=64)
     cfg["gmmn_generator"].update(noise_dim=16, hidden_dim=64)
     cfg["optim"].update(steps=steps, generator_lr_steps=[10 * steps])
@@ -118,7 +121,7 @@ def test_pading_training_retrains_a_head_that_recognises_unseen_categories(tmp_p
                          torch.ones(17), num_threads=1)
     assert _accuracy({"weight": seen_only.weight, "bias": seen_only.bias}, x_unseen, y_unseen) < chance
 
-    generator, meta = train_pading.load_generator(out / "generator.safetensors")
+    generator, meta = load_generator(out / "generator.safetensors")
     assert meta["kind"] == "primitive" and meta["config"]["embed_dim"] == E
     text = load_file(str(out / "text_embeddings.safetensors"))["embeddings"]
     assert generator(text[:3]).shape == (3, E)
@@ -135,17 +138,17 @@ def test_other_variants_run(tmp_path, variant):
     config = tmp_path / "tiny.yaml"
     _tiny_config(config, steps=5)
     summary = train_pading.train_pading(bank_path=bank_path, segmenter=weights,
-                                        config=train_pading.load_config(config), out_dir=tmp_path / "run",
+                                        config=load_config(config), out_dir=tmp_path / "run",
                                         variant=variant, text_encoder="attributes", progress=False,
                                         tensorboard=False)
     assert summary["metrics"]["steps"] == 5 and (tmp_path / "run" / "head.safetensors").is_file()
-    _, meta = train_pading.load_generator(tmp_path / "run" / "generator.safetensors")
+    _, meta = load_generator(tmp_path / "run" / "generator.safetensors")
     assert meta["kind"] == ("gmmn" if variant == "gmmn" else "primitive")
     if variant == "primitives_alignment":
         assert "loss/alignment" in summary["metrics"] and "loss/relation" not in summary["metrics"]
 
 
-def test_resumed_training_equals_uninterrupted_training(tmp_path):
+def test_resumed_training_equals_uninterrupted_training(tmp_path, capsys):
     torch.set_num_threads(1)
     world = TinyWorld(seed=2)
     weights = tmp_path / "model.safetensors"
@@ -154,12 +157,17 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path):
     save_feature_bank(bank_path, world.bank(images=40, segmenter_hash=sha256_file(weights)))
     config = tmp_path / "tiny.yaml"
     _tiny_config(config, steps=8)
-    cfg = train_pading.load_config(config)
+    cfg = load_config(config)
     cfg["logging"]["checkpoint_every"] = 2
     kw = dict(bank_path=bank_path, segmenter=weights, text_encoder="attributes", progress=False,
               tensorboard=False, seed=3)
     train_pading.train_pading(config=cfg, out_dir=tmp_path / "a", steps=3, **kw)
-    train_pading.train_pading(config=cfg, out_dir=tmp_path / "a", **kw)
+    with recorded_pading_steps() as resumed:
+        summary = train_pading.train_pading(config=cfg, out_dir=tmp_path / "a", **kw)
+    # a seeded rerun from step 0 would match run b bitwise too: check that this call resumed
+    # from checkpoint.pt (step 3) and ran steps 3..7 only
+    assert f"resuming {tmp_path / 'a'} at step 3\n" in capsys.readouterr().out
+    assert resumed == [3, 4, 5, 6, 7] and summary["metrics"]["steps"] == 8, resumed
     train_pading.train_pading(config=cfg, out_dir=tmp_path / "b", **kw)
     a, b = (load_file(str(tmp_path / r / "head_online.safetensors")) for r in ("a", "b"))
     assert torch.equal(a["weight"], b["weight"]) and torch.equal(a["bias"], b["bias"])
@@ -169,8 +177,8 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path):
 
 
 def test_config_errors_are_named(tmp_path):
-    cfg = train_pading.load_config(CONFIG_DIR / "pading_coco.yaml")
+    cfg = load_config(CONFIG_DIR / "pading_coco.yaml")
     del cfg["losses"]["temperature"]
     cfg["optim"]["lr"] = 1
     with pytest.raises(ValueError, match=r"missing losses.temperature; unknown optim.lr"):
-        train_pading.validate_config(cfg)
+        validate_config(cfg)

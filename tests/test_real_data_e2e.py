@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from coco_fakes import coco_panoptic_tree
 from safetensors import safe_open
 
-from coco_fakes import coco_panoptic_tree
 from zsp_ros.cli.main import main as zsp_main
 from zsp_ros.data.coco_real import load_coco_split
 from zsp_ros.data.synth_world import DEFAULT_UNSEEN
@@ -172,15 +172,20 @@ def test_coco_format_data_through_every_command(coco, tmp_path):
     # 5. the same under torchrun: 2 CPU processes on gloo, same global batch -> same first step
     run2 = tmp_path / "run2"
     _zsp("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "training.train_segmenter", "--config", str(seg_cfg), "--out", str(run2),
+         "-m", "zsp_ros.training.train_segmenter", "--config", str(seg_cfg), "--out", str(run2),
          "--crop-size", str(CROP), *common, timeout=240)
     summary = json.loads((run2 / "train_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["last"]["iteration"] == 2
     one, two = _metrics(run1)[0], _metrics(run2)[0]
+    # a metrics.jsonl line: the last layer's losses (zsp_ros/training/criterion.py LOSS_NAMES),
+    # their weighted total, and the step's bookkeeping (zsp_ros/training/loop.py); a missing
+    # key is a failure, not a comparison silently left out
+    losses = {"loss_ce", "loss_mask", "loss_dice", "total"}
+    assert set(one) == set(two) == losses | {"grad_norm", "lr", "iteration", "step_s"}, \
+        (sorted(one), sorted(two))
     assert one["iteration"] == two["iteration"] == 1
-    for key in ("loss_ce", "loss_mask", "loss_dice", "total"):
-        if key in one:
-            assert two[key] == pytest.approx(one[key], rel=1e-3, abs=1e-5), key
+    for key in sorted(losses):
+        assert two[key] == pytest.approx(one[key], rel=1e-3, abs=1e-5), key
 
     # 6. --resume continues the 2-process run (one process now; the config comes from RUN/config.yaml)
     _zsp("train", "segmenter", "--out", str(run2), "--resume", "--iters", "3", *common)
@@ -206,7 +211,7 @@ def test_coco_format_data_through_every_command(coco, tmp_path):
     assert pad_summary["metrics"]["steps"] == 3 and len(pad_summary["categories"]) == 133
     # ... and the same stage under torchrun (2 CPU processes; the released code runs it on one GPU)
     pading2 = tmp_path / "pading_ddp"
-    _zsp("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "training.train_pading",
+    _zsp("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "zsp_ros.training.train_pading",
          "--bank", str(bank), "--segmenter", str(run2), "--config", str(pad_cfg), "--out", str(pading2),
          "--quiet", "--no-tensorboard", timeout=240)
     ddp_summary = json.loads((pading2 / "config.json").read_text())

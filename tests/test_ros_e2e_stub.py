@@ -4,7 +4,7 @@ Process "server" (test code, a stub of the real category service that comes late
 ``add_categories`` (zsp_msgs/AddCategories) and subscribes to ``panoptic``
 (zsp_msgs/PanopticSegmentation), printing every received message as base64 CDR.
 Process "client" waits until its publisher matches the subscriber, publishes one
-PanopticSegmentation whose id image is built by zsp_ros.node.image_conversion, calls the
+PanopticSegmentation whose id image is built by zsp_ros.node.raw_image, calls the
 service with a good and a bad request, and prints the responses as JSON.
 This test deserialises what crossed DDS and checks every field, decoding the 32SC1 id
 image with the project's converter.
@@ -90,7 +90,7 @@ from rclpy.node import Node
 from std_msgs.msg import Header
 from zsp_msgs.msg import PanopticSegmentation, Segment
 from zsp_msgs.srv import AddCategories
-from zsp_ros.node.image_conversion import numpy_to_image
+from zsp_ros.node.raw_image import numpy_to_image
 
 
 def build_message(spec):
@@ -196,7 +196,7 @@ def test_panoptic_message_and_add_categories_between_two_processes():
     from rclpy.serialization import deserialize_message
     from zsp_msgs.msg import PanopticSegmentation
 
-    from zsp_ros.node.image_conversion import image_to_numpy
+    from zsp_ros.node.raw_image import image_to_numpy
 
     ns_args = ["--ros-args", "-r", f"__ns:={unique_namespace('zsp_e2e')}"]
     with ExitStack() as stack:                 # stops (SIGINT/TERM/KILL) both children on exit

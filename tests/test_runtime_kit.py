@@ -9,7 +9,7 @@ import torch
 from runtime_fakes import SEEN, FakeTextEncoder, make_kit
 from safetensors.torch import save as st_save
 
-from zsp_ros.runtime.kit import KitError, load_kit
+from zsp_ros.kit.model_kit import KitError, load_kit
 
 
 @pytest.fixture(scope="module")
@@ -154,13 +154,13 @@ def test_recorded_inference_thresholds(kit_dir):
     assert load_kit(kit_dir).inference == {"object_mask_threshold": 0.3, "overlap_threshold": 0.8}
     for bad in ({"object_mask_threshold": 1.5}, {"overlap_threshold": "high"}, {"object_mask_threshold": True},
                 "0.3"):
-        _rewrite_manifest(kit_dir, lambda m: m.update(inference=bad))
+        _rewrite_manifest(kit_dir, lambda m, bad=bad: m.update(inference=bad))
         with pytest.raises(KitError, match="inference thresholds must be numbers in \\[0, 1\\]"):
             load_kit(kit_dir)
 
 
 def test_seen_weight_factor_restores_the_offline_seen_mass():
-    from training.build_kit import seen_weight_factor
+    from zsp_ros.training.build_kit import seen_weight_factor
 
     seen = [{"id": 3}, {"id": 7}]
     ids = torch.tensor([3] * 500 + [7] * 40 + [0] * 900)            # 500 and 40 real rows, no-object rows

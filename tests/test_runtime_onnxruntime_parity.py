@@ -17,7 +17,7 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from tests.runtime_fakes import make_real_kit  # noqa: E402
-from zsp_ros.runtime.kit import load_kit  # noqa: E402
+from zsp_ros.kit.model_kit import load_kit  # noqa: E402
 
 FIXED_HW = (64, 96)
 RTOL, ATOL = 1e-3, 1e-4
@@ -31,12 +31,12 @@ def kit(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def segmenters(kit):
-    from zsp_ros.runtime.backends import build_backend
+    from zsp_ros.export.on_demand import build_backend_with_artifacts
     from zsp_ros.runtime.registry import build_registry
     from zsp_ros.runtime.segmenter import Segmenter
 
     registry = build_registry(kit)
-    made = {name: Segmenter(backend=build_backend(name, kit, device="cpu", **options), registry=registry,
+    made = {name: Segmenter(backend=build_backend_with_artifacts(name, kit, device="cpu", **options), registry=registry,
                             short_side=FIXED_HW[0], max_long_side=FIXED_HW[1], fixed_hw=FIXED_HW,
                             overlap_threshold=0.2)
             for name, options in (("torch", {}), ("onnxruntime", {"size": FIXED_HW, "threads": 1}))}
@@ -59,7 +59,7 @@ def _scenes():
 
 
 def test_network_outputs_agree(segmenters):
-    from zsp_ros.runtime.preprocess import preprocess
+    from zsp_ros.inference.preprocess import preprocess
 
     for image in _scenes():
         x, _ = preprocess(image, short_side=64, max_long_side=96, fixed_hw=FIXED_HW)
@@ -86,7 +86,8 @@ def test_panoptic_results_agree(segmenters):
 
 
 def test_backend_refuses_what_it_cannot_run(kit, segmenters, tmp_path):
-    from engines.onnx_export import OnnxExportError, export_onnx
+    from zsp_ros.export.onnx_export import export_onnx
+    from zsp_ros.runtime.backends.onnx_contract import OnnxExportError
     from zsp_ros.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
     from zsp_ros.runtime.backends.torch_backend import TorchBackend
 
@@ -111,9 +112,9 @@ def test_backend_refuses_what_it_cannot_run(kit, segmenters, tmp_path):
 
 
 def test_temporary_export_is_removed_on_close(kit):
-    from zsp_ros.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from zsp_ros.export.on_demand import build_backend_with_artifacts
 
-    backend = OnnxRuntimeBackend.from_kit(kit, size="64x64", threads=1)
+    backend = build_backend_with_artifacts("onnxruntime", kit, size="64x64", threads=1)
     folder = backend.onnx_path.parent
     assert backend.onnx_path.is_file() and backend.metadata["kit_sha256"] == kit.sha256
     backend.close()

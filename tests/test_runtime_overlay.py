@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from zsp_ros.runtime.overlay import boundaries, category_color, draw_overlay, segment_colors
+from zsp_ros.drawing.overlay import boundaries, category_color, draw_overlay, segment_colors
 from zsp_ros.runtime.result import Segment
 
 

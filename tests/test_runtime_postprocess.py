@@ -1,11 +1,12 @@
 """Post-processing on hand-made logits with known answers, and against a plain loop reference."""
 from __future__ import annotations
 
-import pytest
 import numpy as np
+import pytest
 import torch
 
-from zsp_ros.runtime.postprocess import instance_inference, panoptic_inference, semantic_inference
+from zsp_ros.inference.postprocess import instance_inference, panoptic_inference, semantic_inference
+from zsp_ros.inference.resize import NearestResize
 
 BIG = 12.0   # a logit that means "yes" (sigmoid ~ 1 - 6e-6); -BIG means "no"
 
@@ -18,7 +19,7 @@ def _one_thread(_few_torch_threads):
 @pytest.fixture(autouse=True, params=["kernels", "numpy"])
 def host_path(request, monkeypatch):
     """Every test here runs on both host paths: the compiled kernels and their numpy twins."""
-    from zsp_ros.runtime import postprocess_kernels
+    from zsp_ros.inference import postprocess_kernels
 
     if request.param == "kernels" and not postprocess_kernels.AVAILABLE:
         pytest.skip("numba is not installed")
@@ -205,10 +206,10 @@ def test_bad_shapes_are_clear_errors():
 
 
 def test_first_max_tag_is_argmax_with_ties_broken_to_the_first():
-    from zsp_ros.runtime.postprocess import _first_max_tag
+    from zsp_ros.inference.postprocess_numpy import first_max_tag
 
     def first_argmax(values):
-        return values.shape[0] - _first_max_tag(values)[1].astype(np.intp)
+        return values.shape[0] - first_max_tag(values)[1].astype(np.intp)
 
     rng = np.random.default_rng(3)
     for shape in [(1, 5, 6), (4, 7, 9), (30, 3, 4), (64, 50), (300, 4, 3)]:
@@ -225,7 +226,7 @@ def test_first_max_tag_is_argmax_with_ties_broken_to_the_first():
 
 
 def test_semantic_labels_are_the_argmax_of_semantic_inference():
-    from zsp_ros.runtime.postprocess import semantic_labels
+    from zsp_ros.inference.postprocess import semantic_labels
 
     g = torch.Generator().manual_seed(1)
     for q, k, h, w in [(1, 1, 1, 1), (4, 3, 5, 6), (30, 41, 32, 43)]:
@@ -239,7 +240,7 @@ def test_semantic_labels_are_the_argmax_of_semantic_inference():
 
 def test_kernel_and_numpy_pixel_assignment_agree_on_random_scenes_with_ties(host_path):
     """The compiled pixel assignment equals its numpy twin exactly, ties and stuff merges included."""
-    from zsp_ros.runtime import postprocess, postprocess_kernels
+    from zsp_ros.inference import postprocess_kernels, postprocess_numpy
 
     if host_path == "numpy" or not postprocess_kernels.AVAILABLE:
         pytest.skip("compares the two paths; runs once")
@@ -257,8 +258,17 @@ def test_kernel_and_numpy_pixel_assignment_agree_on_random_scenes_with_ties(host
         stuff = rng.random(k) > 0.5
         overlap = float(rng.choice([0.0, 0.5, 0.8, 1.0]))
         got = postprocess_kernels.panoptic_assign(probs.copy(), scores, labels, stuff, overlap)
-        want = postprocess._panoptic_assign_numpy(probs.copy(), scores, labels, stuff, overlap)
+        want = postprocess_numpy.panoptic_assign(probs.copy(), scores, labels, stuff, overlap)
         for a, b in zip(got, want):
             assert a.dtype.kind == b.dtype.kind and np.array_equal(a, b), case
         merged += len(set(labels[stuff[labels]])) < int(stuff[labels].sum())
+        id_map, num_segments = got[0], len(got[1])
+        big = (int(rng.integers(1, 40)), int(rng.integers(1, 40)))     # shrink or enlarge to an input size
+        plan = NearestResize((h, w), big)
+        extents = [impl(id_map, num_segments, plan.row_weight, plan.col_weight, plan.first_row, plan.last_row,
+                        plan.first_col, plan.last_col) for impl in (postprocess_kernels.segment_extents,
+                                                                    postprocess_numpy.segment_extents)]
+        assert np.array_equal(extents[0][0], extents[1][0]) and np.array_equal(extents[0][1], extents[1][1]), case
+        values = probs.reshape(n, -1)
+        assert np.array_equal(postprocess_kernels.first_argmax(values), postprocess_numpy.first_argmax(values)), case
     assert merged > 20

@@ -5,8 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from zsp_ros.runtime.preprocess import (PIXEL_MEAN, PIXEL_STD, Geometry, denormalise, labels_to_input,
-                                        masks_to_resized, preprocess, resized_size, validate_image)
+from zsp_ros.inference.preprocess import (
+    PIXEL_MEAN,
+    PIXEL_STD,
+    Geometry,
+    denormalise,
+    preprocess,
+    resized_size,
+    validate_image,
+)
+from zsp_ros.inference.resize import labels_to_input, masks_to_resized
 
 
 def test_resize_rule_short_side_and_long_cap():
@@ -92,7 +100,7 @@ def test_masks_back_to_resized_and_labels_back_to_input():
     ((480, 640), (128, 171), (128, 192)), ((128, 128), (128, 128), (128, 128)),
     ((1, 1), (128, 128), (128, 128)), ((2000, 100), (640, 32), (640, 32))])
 def test_mask_upsampler_equals_interpolate_then_crop(input_hw, resized_hw, padded_hw):
-    from zsp_ros.runtime.preprocess import MaskUpsampler
+    from zsp_ros.inference.resize import MaskUpsampler
 
     geometry = Geometry(input_hw=input_hw, resized_hw=resized_hw, padded_hw=padded_hw)
     logits = torch.randn(5, padded_hw[0] // 4, padded_hw[1] // 4, generator=torch.Generator().manual_seed(0)) * 5

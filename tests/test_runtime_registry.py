@@ -9,7 +9,7 @@ import pytest
 import torch
 from runtime_fakes import QuadrantNetwork, make_kit, make_registry, prototype_fit
 
-from zsp_ros.runtime.registry import MAX_NAME_CHARS, CategoryError
+from zsp_ros.runtime.category_requests import MAX_NAME_CHARS, CategoryError
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import pytest
 import torch
 from runtime_fakes import FakeTextEncoder, QuadrantNetwork, make_kit, make_registry
 
+from zsp_ros.kit.model_kit import KitError
 from zsp_ros.runtime.backends import BACKENDS, build_backend
 from zsp_ros.runtime.backends.torch_backend import TorchBackend
-from zsp_ros.runtime.kit import KitError
 from zsp_ros.runtime.segmenter import Segmenter
 
 
@@ -102,8 +102,16 @@ def test_bad_inputs_give_clear_errors(seg, bad, exc, match):
 def test_thresholds_can_drop_everything(kit_dir):
     result = _segmenter(kit_dir, object_mask_threshold=1.0).segment(np.zeros((16, 16, 3), np.uint8))
     assert result.segments == [] and (result.panoptic == 0).all()
-    with pytest.raises(ValueError, match="thresholds must lie in"):
+    with pytest.raises(ValueError, match="overlap_threshold must lie in"):
         _segmenter(kit_dir, overlap_threshold=1.5)
+    seg = _segmenter(kit_dir)
+    with pytest.raises(ValueError, match="object_mask_threshold must lie in"):
+        seg.segment(np.zeros((16, 16, 3), np.uint8), object_mask_threshold=-0.1)
+    default = seg.segment(np.zeros((16, 16, 3), np.uint8))
+    assert default.segments and default.semantic is not None
+    assert seg.segment(np.zeros((16, 16, 3), np.uint8), semantic=False).semantic is None
+    assert seg.segment(np.zeros((16, 16, 3), np.uint8), object_mask_threshold=1.0).segments == []
+    assert (seg.object_mask_threshold, seg.semantic) == (0.8, True)            # per-frame options change nothing
 
 
 def test_category_added_by_name_appears_in_results(kit_dir):
@@ -199,14 +207,13 @@ def test_from_kit_uses_the_kits_recorded_thresholds_unless_told(kit_dir, tmp_pat
 def test_compiled_and_numpy_post_processing_give_identical_results(seg, shape, monkeypatch):
     """Same panoptic map, records (areas, boxes) and semantic map on both host paths, for inputs
     smaller (some small pixels reached by no input pixel) and larger than the network's size."""
-    from zsp_ros.runtime import postprocess_kernels
+    from zsp_ros.inference import postprocess_kernels
 
     if not postprocess_kernels.AVAILABLE:
         pytest.skip("numba is not installed")
     image = np.random.default_rng(1).integers(0, 256, (*shape, 3), dtype=np.uint8)
-    seg.semantic = True
-    fast = seg.segment(image)
+    fast = seg.segment(image, semantic=True)
     monkeypatch.setattr(postprocess_kernels, "AVAILABLE", False)
-    slow = seg.segment(image)
+    slow = seg.segment(image, semantic=True)
     assert np.array_equal(fast.panoptic, slow.panoptic) and np.array_equal(fast.semantic, slow.semantic)
     assert fast.segments == slow.segments

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -13,10 +12,16 @@ import pytest
 import torch
 from runtime_fakes import make_kit, make_registry
 
-from zsp_ros.runtime.categories import Category, CategorySet
-from zsp_ros.runtime.kit import load_kit
-from zsp_ros.runtime.state_store import (STATE_FILE, RegistryState, StateLockedError, StateStore, decode_state,
-                                         encode_state)
+from zsp_ros.kit.category_set import Category, CategorySet
+from zsp_ros.kit.model_kit import load_kit
+from zsp_ros.runtime.state_store import (
+    STATE_FILE,
+    RegistryState,
+    StateLockedError,
+    StateStore,
+    decode_state,
+    encode_state,
+)
 
 TESTS = Path(__file__).resolve().parent
 
@@ -60,7 +65,7 @@ def test_state_survives_a_new_process(kit_dir, tmp_path, python_exe):
 
 _WRITER = """
 import os, sys, time, torch
-from zsp_ros.runtime.categories import Category, CategorySet
+from zsp_ros.kit.category_set import Category, CategorySet
 from zsp_ros.runtime.state_store import RegistryState, StateStore
 store = StateStore(sys.argv[1], kit_sha256="k" * 64, text_encoder="enc")
 stall_at = int(sys.argv[2])                          # 0: never; else block inside that save's fsync

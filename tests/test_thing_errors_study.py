@@ -1,9 +1,9 @@
-"""The outcome rules of training/thing_errors_study.py on hand-made maps."""
+"""The outcome rules of experiments/thing_errors_study.py on hand-made maps."""
 from __future__ import annotations
 
 import numpy as np
 
-from training.thing_errors_study import classify, raw_mask_iou
+from experiments.thing_errors_study import classify, raw_mask_iou
 
 
 def _box(shape, y0, y1, x0, x1):

@@ -1,4 +1,4 @@
-"""Mixed precision in the segmenter loop (training/loop.py): config validation, the CPU
+"""Mixed precision in the segmenter loop (zsp_ros/training/loop.py): config validation, the CPU
 refusal, autocast around the forward only with an fp32 loss path, and GradScaler unscaling
 before clipping. The CUDA path itself (bf16/fp16 kernels, the pixel decoder's fp32 island
 under CUDA autocast) cannot run on this CPU-only machine; here CPU autocast stands in for it
@@ -10,14 +10,14 @@ import math
 
 import pytest
 import torch
-
 from helpers_training import TinySegmenter, ToyDataset
-from training import distributed
-from training.batching import prepare_batch
-from training.criterion import build_criterion
-from training.loop import LoopSettings, resolve_amp, run_training, train_step
-from training.optim import build_optimizer, build_scheduler
-from training.point_sampling import image_generators
+
+from zsp_ros.training import distributed
+from zsp_ros.training.batching import prepare_batch
+from zsp_ros.training.criterion import build_criterion
+from zsp_ros.training.loop import LoopSettings, resolve_amp, run_training, train_step
+from zsp_ros.training.optim import build_optimizer, build_scheduler
+from zsp_ros.training.point_sampling import image_generators
 
 TRAIN_CFG = {"loss_weights": {"class": 2.0, "mask": 5.0, "dice": 5.0},
              "no_object_weight": 0.1, "num_points": 32, "oversample_ratio": 3.0,

@@ -6,9 +6,9 @@ import itertools
 import pytest
 import torch
 
-from training.batching import StreamBatchSampler, image_seed, prepare_batch
-from training.point_sampling import image_generators
-from zsp_ros.runtime.preprocess import PIXEL_MEAN, PIXEL_STD
+from zsp_ros.inference.preprocess import PIXEL_MEAN, PIXEL_STD
+from zsp_ros.training.batching import StreamBatchSampler, image_seed, prepare_batch
+from zsp_ros.training.point_sampling import image_generators
 
 
 def _take(sampler: StreamBatchSampler, n: int) -> list[list[int]]:

@@ -5,13 +5,13 @@ import json
 
 import pytest
 import torch
+from helpers_training import TinySegmenter, ToyDataset
 from safetensors.torch import load_file
 
-from helpers_training import TinySegmenter, ToyDataset
-from training import checkpoint, distributed
-from training.criterion import build_criterion
-from training.loop import LoopSettings, run_training
-from training.optim import WarmupPoly, build_optimizer, build_scheduler, param_groups
+from zsp_ros.training import checkpoint, distributed
+from zsp_ros.training.criterion import build_criterion
+from zsp_ros.training.loop import LoopSettings, run_training
+from zsp_ros.training.optim import WarmupPoly, build_optimizer, build_scheduler, param_groups
 
 TRAIN_CFG = {"loss_weights": {"class": 2.0, "mask": 5.0, "dice": 5.0},
              "no_object_weight": 0.1, "num_points": 32, "oversample_ratio": 3.0,

@@ -6,15 +6,20 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers_training import TinySegmenter, toy_item
-from training.batching import prepare_batch
-from training.criterion import (SetCriterion, aux_weight_dict, build_criterion, dice_loss,
-                                sigmoid_ce_loss, weighted_total)
-from training.matcher import HungarianMatcher
-from training.optim import build_optimizer
-from training.point_sampling import image_generators
 
+from zsp_ros.training.batching import prepare_batch
+from zsp_ros.training.criterion import (
+    SetCriterion,
+    aux_weight_dict,
+    build_criterion,
+    dice_loss,
+    sigmoid_ce_loss,
+    weighted_total,
+)
+from zsp_ros.training.matcher import HungarianMatcher
+from zsp_ros.training.optim import build_optimizer
+from zsp_ros.training.point_sampling import image_generators
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +75,7 @@ def test_class_loss_is_weighted_ce_with_no_object_weight():
     classes = [3, 0, 3, 2]                        # query 1 -> target 1 (label 0), 3 -> target 0
     weights = [0.1, 1.0, 0.1, 1.0]
     nll = [-F.log_softmax(logits[0, q], -1)[c] for q, c in enumerate(classes)]
-    expected = sum(w * l for w, l in zip(weights, nll)) / sum(weights)
+    expected = sum(w * term for w, term in zip(weights, nll)) / sum(weights)
     assert torch.isclose(got, expected, atol=1e-6)
 
 

@@ -1,6 +1,6 @@
 """Two CPU processes on gloo follow the same loss trajectory as one process with the same
 global batch: the data stream, flips and loss points depend only on (seed, iteration, slot),
-and the loss normalisers are global (training/criterion.py). The toy images hold 1-4 objects,
+and the loss normalisers are global (zsp_ros/training/criterion.py). The toy images hold 1-4 objects,
 so the processes see different numbers of targets.
 """
 from __future__ import annotations
@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from helpers_training import TinySegmenter, ToyDataset, free_port, join_gloo_group
-from training import distributed
-from training.criterion import build_criterion
-from training.loop import LoopSettings, run_training
-from training.optim import build_optimizer, build_scheduler
+
+from zsp_ros.training import distributed
+from zsp_ros.training.criterion import build_criterion
+from zsp_ros.training.loop import LoopSettings, run_training
+from zsp_ros.training.optim import build_optimizer, build_scheduler
 
 GLOBAL_BATCH, ITERS, SEED = 4, 5, 3
 TRAIN_CFG = {"loss_weights": {"class": 2.0, "mask": 5.0, "dice": 5.0},

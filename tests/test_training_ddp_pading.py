@@ -1,7 +1,7 @@
 """The PADing generator stage in two CPU processes on gloo follows the same loss trajectory
 as one process with the same seed and global batch (``images_per_step``): each slot's image
 and generator noise depend only on (seed, step, slot), and every loss is evaluated on the
-all-gathered global batch (training/train_pading.py). The generator's dropout is drawn once per
+all-gathered global batch (zsp_ros/training/pading_trainer.py). The generator's dropout is drawn once per
 rank, so the comparison runs with generator dropout 0 (the disentangler's dropout stays on: it is
 drawn under a seed shared by the ranks). The variant is the full "pading" one (per-class MMD,
 fake classification, disentangler, alignment), with the structure and classification weights
@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from helpers_training import free_port, join_gloo_group
-from training import distributed, train_pading
-from training.feature_bank import FeatureBank
+
+from zsp_ros.training import distributed
+from zsp_ros.training.feature_bank import FeatureBank
+from zsp_ros.training.pading_config import load_config
+from zsp_ros.training.pading_trainer import PadingTrainer
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "pading_synth.yaml"
 E, STEPS, SEED = 16, 4, 7
@@ -50,7 +52,7 @@ def tiny_bank(*, images: int = 24, seed: int = 0, segmenter_hash: str = "0" * 64
 
 
 def tiny_config(*, steps: int = STEPS, generator_dropout: float = 0.1) -> dict:
-    cfg = train_pading.load_config(CONFIG)
+    cfg = load_config(CONFIG)
     cfg["generator"].update(num_primitives=12, num_layers=2, num_heads=2, ffn_dim=24, dropout=generator_dropout)
     cfg["gmmn_generator"].update(noise_dim=8, hidden_dim=16)
     cfg["losses"].update(structure_weight=1.0, classification_weight=1.0)
@@ -66,10 +68,10 @@ def semantic() -> torch.Tensor:
 
 
 def run_trainer(rank: int, world_size: int) -> tuple[list[dict], dict[str, torch.Tensor]]:
-    trainer = train_pading.PadingTrainer(bank=tiny_bank(), semantic=semantic(),
-                                         cfg=tiny_config(generator_dropout=0.0),
-                                         variant="pading", seed=SEED, rank=rank,
-                                         world_size=world_size)
+    trainer = PadingTrainer(bank=tiny_bank(), semantic=semantic(),
+                            cfg=tiny_config(generator_dropout=0.0),
+                            variant="pading", seed=SEED, rank=rank,
+                            world_size=world_size)
     logs = [trainer.train_step() for _ in range(STEPS)]
     state = {f"generator.{k}": v.clone() for k, v in trainer.generator.state_dict().items()}
     state.update({f"disentangler.{k}": v.clone() for k, v in trainer.disentangler.state_dict().items()})
@@ -111,7 +113,7 @@ def test_two_gloo_processes_follow_the_one_process_trajectory(tmp_path):
         # into full-size steps. It changes no output, so only it may differ.
         assert all(name.endswith("cross_attn.k_proj.bias") for name in differ), differ
     # the comparison is not trivial: every part moved, and the losses changed over the steps
-    init_logs, init_state = [], train_pading.PadingTrainer(
+    init_state = PadingTrainer(
         bank=tiny_bank(), semantic=semantic(), cfg=tiny_config(generator_dropout=0.0), variant="pading",
         seed=SEED)
     for prefix, module in (("generator.", init_state.generator), ("disentangler.", init_state.disentangler),
@@ -124,8 +126,8 @@ def test_two_gloo_processes_follow_the_one_process_trajectory(tmp_path):
 
 def test_global_batch_must_split_over_the_processes():
     with pytest.raises(ValueError, match="images_per_step 4 must be a positive multiple of the 3"):
-        train_pading.PadingTrainer(bank=tiny_bank(), semantic=semantic(), cfg=tiny_config(),
-                                   variant="pading", seed=0, rank=0, world_size=3)
+        PadingTrainer(bank=tiny_bank(), semantic=semantic(), cfg=tiny_config(),
+                      variant="pading", seed=0, rank=0, world_size=3)
 
 
 def test_average_gradients_is_a_no_op_alone_and_all_gather_rows_returns_the_tensor():

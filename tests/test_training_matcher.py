@@ -7,9 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.matcher import HungarianMatcher, pairwise_dice, pairwise_sigmoid_ce
-from training.point_sampling import image_generators, point_sample, uncertain_point_coords
-
+from zsp_ros.training.matcher import HungarianMatcher, pairwise_dice, pairwise_sigmoid_ce
+from zsp_ros.training.point_sampling import image_generators, point_sample, uncertain_point_coords
 
 
 @pytest.fixture(autouse=True)

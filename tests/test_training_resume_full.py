@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from helpers_training import free_port, join_gloo_group, recorded_pading_steps
 from safetensors.torch import load_file
-
-from helpers_training import free_port, join_gloo_group
 from test_training_ddp_pading import tiny_bank, tiny_config
-from training import checkpoint, distributed, train_pading
-from training.feature_bank import save_feature_bank, sha256_file
+
+from zsp_ros.training import checkpoint, distributed, train_pading
+from zsp_ros.training.feature_bank import save_feature_bank, sha256_file
+from zsp_ros.training.pading_trainer import PadingTrainer
 
 K, N = 2, 4
 
@@ -38,14 +39,20 @@ def _inputs(root: Path) -> dict:
 
 def _interrupted_and_straight(root: Path, kw: dict) -> None:
     """root/a: K steps (its checkpoint kept as root/k.pt), scrambled ambient RNGs, resumed to
-    N; root/b: N steps at once."""
+    N; root/b: N steps at once.
+
+    A seeded run that ignored checkpoint.pt and redid steps 0..N-1 would end bitwise equal to
+    root/b as well, so the equality alone does not show a resume: the second call on root/a
+    must run steps K..N-1 only (on every rank)."""
     train_pading.train_pading(out_dir=root / "a", steps=K, **kw)
     if distributed.rank() == 0:
         (root / "k.pt").write_bytes((root / "a" / "checkpoint.pt").read_bytes())
     torch.manual_seed(1234)
     random.seed(1234)
     np.random.seed(1234)
-    train_pading.train_pading(out_dir=root / "a", **kw)
+    with recorded_pading_steps() as resumed:
+        train_pading.train_pading(out_dir=root / "a", **kw)
+    assert resumed == list(range(K, N)), f"the resumed run ran steps {resumed}"
     train_pading.train_pading(out_dir=root / "b", **kw)
 
 
@@ -77,9 +84,10 @@ def _assert_runs_equal(a: Path, b: Path) -> None:
         assert all(torch.equal(ta[k], tb[k]) for k in ta), name
 
 
-def test_pading_resume_equals_uninterrupted_one_process(tmp_path):
+def test_pading_resume_equals_uninterrupted_one_process(tmp_path, capsys):
     kw = _inputs(tmp_path)
-    _interrupted_and_straight(tmp_path, kw)
+    _interrupted_and_straight(tmp_path, kw)        # asserts the resumed call ran steps K..N-1
+    assert f"resuming {tmp_path / 'a'} at step {K}\n" in capsys.readouterr().out
     state = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
     assert state["format"] == 2 and state["step"] == N and state["world_size"] == 1
     assert {"generator", "disentangler", "head", "opt_generator", "opt_head", "scheduler",
@@ -93,8 +101,8 @@ def test_pading_load_restores_the_rng_states_and_refuses_other_runs(tmp_path):
     train_pading.train_pading(out_dir=tmp_path / "a", steps=K, **kw)
     state = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
     text = load_file(str(tmp_path / "a" / "text_embeddings.safetensors"))["embeddings"]
-    trainer = train_pading.PadingTrainer(bank=tiny_bank(), semantic=text,
-                                         cfg=kw["config"], variant="pading", seed=5)
+    trainer = PadingTrainer(bank=tiny_bank(), semantic=text,
+                            cfg=kw["config"], variant="pading", seed=5)
     torch.manual_seed(99)
     random.seed(99)
     np.random.seed(99)
@@ -103,8 +111,8 @@ def test_pading_load_restores_the_rng_states_and_refuses_other_runs(tmp_path):
     assert torch.equal(torch.get_rng_state(), state["rng"][0]["torch"])
     assert random.getstate()[1] == tuple(state["rng"][0]["python"][1])
     assert np.array_equal(np.random.get_state()[1], state["rng"][0]["numpy"]["keys"].numpy())
-    other = train_pading.PadingTrainer(bank=tiny_bank(), semantic=text,
-                                       cfg=kw["config"], variant="pading", seed=6)
+    other = PadingTrainer(bank=tiny_bank(), semantic=text,
+                          cfg=kw["config"], variant="pading", seed=6)
     with pytest.raises(ValueError, match="seed 5, not 'pading' seed 6"):
         other.load_state_dict(state)
 
@@ -138,7 +146,9 @@ def test_pading_resume_equals_uninterrupted_two_processes(tmp_path):
     train_pading.train_pading(out_dir=tmp_path / "one", **kw)
     (tmp_path / "mixed").mkdir()
     (tmp_path / "mixed" / "checkpoint.pt").write_bytes((ddp / "k.pt").read_bytes())
-    train_pading.train_pading(out_dir=tmp_path / "mixed", **kw)
+    with recorded_pading_steps() as mixed_steps:
+        train_pading.train_pading(out_dir=tmp_path / "mixed", **kw)
+    assert mixed_steps == list(range(K, N)), mixed_steps   # it did resume from k.pt
     one = load_file(str(tmp_path / "one" / "head_online.safetensors"))
     mixed = load_file(str(tmp_path / "mixed" / "head_online.safetensors"))
     assert all(torch.allclose(one[k], mixed[k], rtol=1e-5, atol=1e-6) for k in one)
@@ -146,7 +156,8 @@ def test_pading_resume_equals_uninterrupted_two_processes(tmp_path):
 
 def test_segmenter_checkpoint_saves_and_restores_the_grad_scaler(tmp_path):
     from helpers_training import TinySegmenter
-    from training.optim import build_optimizer, build_scheduler
+
+    from zsp_ros.training.optim import build_optimizer, build_scheduler
 
     def parts():
         torch.manual_seed(0)

@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from experiments.__main__ import main as experiment
 from zsp_ros.cli.main import main as zsp
 
 TINY_MODEL = {
@@ -58,7 +59,7 @@ def segmenter(world, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pading_config(tmp_path_factory):
-    from training.train_pading import load_config
+    from zsp_ros.training.pading_config import load_config
 
     cfg = load_config("config/pading_synth.yaml")
     cfg["generator"].update(num_primitives=16, num_layers=1, num_heads=2, ffn_dim=32)
@@ -72,15 +73,16 @@ def pading_config(tmp_path_factory):
 
 
 def test_pipeline_bank_pading_cache_evaluate_kit(world, segmenter, pading_config, tmp_path, capsys):
-    from training.evaluate_head import HeadEvaluator, headline, load_head
-    from training.feature_bank import load_feature_bank
-    from training.panoptic_predict import predict_panoptic
-    from training.segmenter_run import load_segmenter
-    from training.train_pading import load_config, train_pading
-    from training.val_cache import ensure_val_cache
     from zsp_ros.data.categories import read_split
     from zsp_ros.evaluation.panoptic_quality import evaluate_panoptic
     from zsp_ros.runtime.segmenter import Segmenter
+    from zsp_ros.training.evaluate_head import HeadEvaluator, headline, load_head
+    from zsp_ros.training.feature_bank import load_feature_bank
+    from zsp_ros.training.pading_config import load_config
+    from zsp_ros.training.panoptic_predict import predict_panoptic
+    from zsp_ros.training.segmenter_run import load_segmenter
+    from zsp_ros.training.train_pading import train_pading
+    from zsp_ros.training.val_cache import ensure_val_cache
 
     split = read_split(world / "split.json")
     bank_path = tmp_path / "bank.safetensors"
@@ -155,7 +157,7 @@ def test_pipeline_bank_pading_cache_evaluate_kit(world, segmenter, pading_config
 
 def test_benchmark_writes_table_and_json(world, segmenter, pading_config, tmp_path):
     out = tmp_path / "results"
-    assert zsp(["bench", "zeroshot", "--data", str(world), "--segmenter", str(segmenter), "--seeds", "2",
+    assert experiment(["zeroshot", "--data", str(world), "--segmenter", str(segmenter), "--seeds", "2",
                 "--out", str(out), "--config", str(pading_config), "--variants", "seen_only", "gmmn", "oracle",
                 "--text-encoder", "attributes", "--work", str(tmp_path / "work"), "--quiet", "--tag", "t"]) == 0
     report = json.loads((out / "zeroshot_attributes_t.json").read_text())
@@ -171,16 +173,16 @@ def test_benchmark_writes_table_and_json(world, segmenter, pading_config, tmp_pa
     heads = sorted((tmp_path / "work" / "runs").rglob("head.safetensors"))
     assert len(heads) == 2                               # gmmn x 2 seeds
     stamps = [h.stat().st_mtime_ns for h in heads]
-    assert zsp(["bench", "zeroshot", "--data", str(world), "--segmenter", str(segmenter), "--seeds", "2",
+    assert experiment(["zeroshot", "--data", str(world), "--segmenter", str(segmenter), "--seeds", "2",
                 "--out", str(out), "--config", str(pading_config), "--variants", "gmmn", "--no-extra-views",
                 "--text-encoder", "attributes", "--work", str(tmp_path / "work"), "--quiet", "--tag", "t"]) == 0
     assert [h.stat().st_mtime_ns for h in heads] == stamps          # finished runs are reused, not retrained
-    assert zsp(["bench", "zeroshot", "--data", str(world), "--segmenter", str(segmenter), "--seeds", "1",
+    assert experiment(["zeroshot", "--data", str(world), "--segmenter", str(segmenter), "--seeds", "1",
                 "--out", str(out), "--config", str(pading_config), "--variants", "seen_only", "--tune",
                 "--tune-images", "3", "--work", str(tmp_path / "work"), "--quiet", "--tag", "t"]) == 0
     tuned = json.loads((out / "zeroshot_tune_t.json").read_text())        # never the validation images
     assert tuned["evaluation"]["split_label"] == "tuning" and tuned["evaluation"]["images"] == 3
     assert tuned["evaluation"]["data"] == str((tmp_path / "work" / "tune_world").resolve())
     with pytest.raises(SystemExit, match="no key"):
-        zsp(["bench", "zeroshot", "--data", str(world), "--segmenter", str(segmenter), "--set", "losses.nope=1",
+        experiment(["zeroshot", "--data", str(world), "--segmenter", str(segmenter), "--set", "losses.nope=1",
              "--out", str(out), "--work", str(tmp_path / "work")])

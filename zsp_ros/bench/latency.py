@@ -24,6 +24,15 @@ from typing import Any
 
 import numpy as np
 
+from zsp_ros.export.on_demand import build_backend_with_artifacts
+from zsp_ros.inference.preprocess import preprocess
+from zsp_ros.kit.locate import resolve_kit
+from zsp_ros.kit.model_kit import load_kit
+from zsp_ros.runtime.backends.onnx_contract import parse_size
+from zsp_ros.runtime.registry import build_registry
+from zsp_ros.runtime.segmenter import Segmenter
+from zsp_ros.utils.provenance import library_versions, machine_info, provenance, write_json
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"))
@@ -84,12 +93,10 @@ def _device_name(device: str) -> str:
     if device.startswith("cuda"):
         import torch
         return torch.cuda.get_device_name(torch.device(device))
-    from zsp_ros.utils.provenance import machine_info
     return str(machine_info()["cpu"])
 
 
 def _versions() -> dict[str, str]:
-    from zsp_ros.utils.provenance import library_versions
 
     versions = library_versions()
     try:
@@ -131,13 +138,6 @@ def _record(name: str, segmenter: Any, model_ms: list[float], e2e_ms: list[float
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from engines.onnx_export import parse_size
-    from zsp_ros.runtime.backends import build_backend
-    from zsp_ros.runtime.kit import default_kit_dir, load_kit
-    from zsp_ros.runtime.preprocess import preprocess
-    from zsp_ros.runtime.registry import build_registry
-    from zsp_ros.runtime.segmenter import Segmenter
-    from zsp_ros.utils.provenance import provenance, write_json
 
     torch.set_num_threads(args.threads)
     size = parse_size(args.size)
@@ -146,13 +146,13 @@ def run(args: argparse.Namespace) -> int:
     if args.compare and args.device != "cpu":
         print("zsp bench latency: --compare runs on the CPU; ignoring --device")
     load_start = os.getloadavg()[0]
-    kit = load_kit(args.kit or default_kit_dir())
+    kit = load_kit(resolve_kit(args.kit))
     registry = build_registry(kit)
     segmenters: dict[str, Segmenter] = {}
     try:
         for name in names:
-            backend = build_backend(name, kit, device=device, precision=args.precision,
-                                    **_backend_options(args, name, size))
+            backend = build_backend_with_artifacts(name, kit, device=device, precision=args.precision,
+                                                    **_backend_options(args, name, size))
             segmenters[name] = Segmenter(backend=backend, registry=registry, short_side=size[0],
                                          max_long_side=max(size), size_divisibility=32, fixed_hw=size)
         frame = _frame(size)

@@ -20,6 +20,8 @@ import os
 import statistics
 import time
 
+from zsp_ros.model.msda import ms_deform_attn, ms_deform_attn_gather, ms_deform_attn_reference
+from zsp_ros.model.pixel_decoder import MSDeformAttnTransformerEncoderOnly
 from zsp_ros.utils.provenance import provenance, seed_everything, write_json
 
 
@@ -41,7 +43,6 @@ def make_inputs(*, input_hw: tuple[int, int], batch: int, heads: int, head_dim: 
     """Encoder-like inputs: (value, spatial_shapes, level_start_index, sampling_locations, attention_weights)."""
     import torch
 
-    from zsp_ros.model.pixel_decoder import MSDeformAttnTransformerEncoderOnly
 
     h, w = input_hw
     if h % 32 or w % 32:
@@ -75,7 +76,6 @@ def _time_ms(fn) -> float:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from zsp_ros.model.msda import ms_deform_attn, ms_deform_attn_gather, ms_deform_attn_reference
 
     seed_everything(args.seed)
     torch.set_num_threads(args.threads)

@@ -28,6 +28,16 @@ from typing import Any
 
 import numpy as np
 
+from zsp_ros.data.synth_render import render_scene
+from zsp_ros.data.synth_world import world_categories
+from zsp_ros.inference.preprocess import preprocess
+from zsp_ros.kit.locate import resolve_kit
+from zsp_ros.node.client import ZspClient
+from zsp_ros.node.launcher import ChildProgram, ros_args
+from zsp_ros.node.raw_image import numpy_to_image
+from zsp_ros.runtime.segmenter import Segmenter
+from zsp_ros.utils.provenance import provenance, write_json
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="results/node.json", help="JSON file to write")
@@ -51,8 +61,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _frame(width: int, height: int, seed: int) -> np.ndarray:
-    from zsp_ros.data.synth_render import render_scene
-    from zsp_ros.data.synth_world import world_categories
 
     cats = world_categories()
     scene = render_scene(np.random.default_rng(seed), height=height, width=width,
@@ -90,14 +98,12 @@ def _node_diagnostics(client: Any, *, processed_at_least: int = 0) -> dict[str, 
 def measure_forward(kit: Path, image: np.ndarray, *, short_side: int, max_long_side: int = 0, frames: int,
                     warmup: int) -> dict[str, Any]:
     """In-process Segmenter timings (ms) on ``image``."""
-    from zsp_ros.runtime.segmenter import Segmenter
 
     with Segmenter.from_kit(kit, short_side=short_side or None, max_long_side=max_long_side or None,
                             semantic=False) as segmenter:
         for _ in range(warmup):
             segmenter.segment(image)
         timings = [segmenter.segment(image).timings_ms for _ in range(frames)]
-        from zsp_ros.runtime.preprocess import preprocess
         _, geometry = preprocess(image, short_side=segmenter.short_side, max_long_side=segmenter.max_long_side,
                                  size_divisibility=segmenter.size_divisibility, fixed_hw=segmenter.fixed_hw)
     return {"forward_ms": _percentiles([t["model"] for t in timings]),
@@ -113,9 +119,6 @@ def measure_node(kit: Path, image: np.ndarray, *, short_side: int, max_long_side
     from sensor_msgs.msg import Image
     from zsp_msgs.msg import PanopticSegmentation
 
-    from zsp_ros.node.client import ZspClient
-    from zsp_ros.node.image_conversion import numpy_to_image
-    from zsp_ros.node.launcher import ChildProgram, ros_args
 
     namespace = f"/zsp_bench_{os.getpid()}"
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -194,8 +197,6 @@ def measure_node(kit: Path, image: np.ndarray, *, short_side: int, max_long_side
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from zsp_ros.node.parameters import resolve_kit
-    from zsp_ros.utils.provenance import provenance, write_json
 
     kit = resolve_kit(args.kit)
     if not kit.is_dir():

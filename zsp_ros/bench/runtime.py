@@ -29,6 +29,16 @@ from typing import Any
 
 import numpy as np
 
+from zsp_ros.data.categories import read_split
+from zsp_ros.data.coco_format import load_json
+from zsp_ros.evaluation.panoptic_quality import evaluate_panoptic
+from zsp_ros.evaluation.predict import predict_world_images
+from zsp_ros.inference import host_ops
+from zsp_ros.inference.preprocess import preprocess
+from zsp_ros.kit.locate import resolve_kit
+from zsp_ros.runtime.segmenter import Segmenter
+from zsp_ros.utils.provenance import provenance, write_json
+
 
 def _size(text: str) -> tuple[int, int]:
     """'WxH' -> (height, width)."""
@@ -77,7 +87,6 @@ def _test_image(data: Path | None, hw: tuple[int, int]) -> np.ndarray:
 def _time_size(segmenter: Any, image: np.ndarray, repeats: int) -> dict[str, Any]:
     import torch
 
-    from zsp_ros.runtime.preprocess import preprocess
 
     device = getattr(segmenter.backend, "device", "cpu")
     images, geometry = preprocess(image, short_side=segmenter.short_side, max_long_side=segmenter.max_long_side,
@@ -101,12 +110,8 @@ def _time_size(segmenter: Any, image: np.ndarray, repeats: int) -> dict[str, Any
         post.append(result.timings_ms["postprocess"])
         segs.append(len(result.segments))
     f, p = _median(forward), _median(post)
-    semantic = segmenter.semantic
-    try:                                 # the node skips the semantic map when nobody subscribes to it
-        segmenter.semantic = False
-        panoptic_only = [segmenter.segment(image).timings_ms["postprocess"] for _ in range(repeats)]
-    finally:
-        segmenter.semantic = semantic
+    # the node skips the semantic map when nobody subscribes to it
+    panoptic_only = [segmenter.segment(image, semantic=False).timings_ms["postprocess"] for _ in range(repeats)]
     return {"input_hw": list(image.shape[:2]), "network_hw": list(geometry.padded_hw),
             "forward_ms": round(f, 2), "segment_ms": round(_median(segment), 2),
             "preprocess_ms": round(_median(pre), 2), "model_ms": round(_median(model), 2),
@@ -118,19 +123,11 @@ def _time_size(segmenter: Any, image: np.ndarray, repeats: int) -> dict[str, Any
             "forward_ms_all": [round(v, 2) for v in forward]}
 
 
-def _host_path() -> str:
-    """Which host implementation of the pixel work ran: "numba" kernels or their "numpy" twins."""
-    from zsp_ros.runtime import postprocess_kernels
-
-    return "numba" if postprocess_kernels.AVAILABLE else "numpy"
-
-
 def _add_names(data: Path | None, registry: Any, repeats: int) -> list[str]:
     """Names to time adds with: the world's categories the registry lacks (encodable by any of the
     project's text encoders), else generic names."""
     names = []
     if data is not None:
-        from zsp_ros.data.categories import read_split
         names = [c["name"] for c in read_split(data / "split.json")["categories"]
                  if registry.list().get(c["name"]) is None]
     names = names or [f"benchmark category {i}" for i in range(repeats)]
@@ -153,30 +150,7 @@ def _time_adds(registry: Any, names: list[str]) -> dict[str, Any]:
             "bank_rows": int(registry.kit.bank_embeds.shape[0])}
 
 
-def _predict(segmenter: Any, data: Path, images: list[dict], png_name: dict, out: Path,
-             world_id_of: dict[int, int]) -> Path:
-    """Segment the validation images; write COCO panoptic predictions with world category ids."""
-    from zsp_ros.data.coco_format import encode_png, id2rgb, read_png
-
-    (out / "panoptic_val").mkdir(parents=True, exist_ok=True)
-    annotations = []
-    for im in images:
-        rgb = read_png(data / "images" / "val" / im["file_name"], what="image", image=im["id"], mode="RGB")
-        result = segmenter.segment(rgb)
-        name = png_name[im["id"]]
-        (out / "panoptic_val" / name).write_bytes(encode_png(id2rgb(result.panoptic)))
-        annotations.append({"image_id": im["id"], "file_name": name,
-                            "segments_info": [{"id": s.id, "category_id": world_id_of[s.category_id],
-                                               "score": s.score} for s in result.segments]})
-    path = out / "panoptic_val.json"
-    path.write_text(json.dumps({"annotations": annotations}))
-    return path
-
-
 def _unseen_pq(segmenter: Any, data: Path, limit: int | None) -> dict[str, Any]:
-    from zsp_ros.data.categories import read_split
-    from zsp_ros.data.coco_format import load_json
-    from zsp_ros.evaluation.panoptic_quality import evaluate_panoptic
 
     split = read_split(data / "split.json")
     gt_json = data / "annotations" / "panoptic_val.json"
@@ -194,7 +168,7 @@ def _unseen_pq(segmenter: Any, data: Path, limit: int | None) -> dict[str, Any]:
 
         def evaluate(tag: str) -> dict[str, Any]:
             world_id_of = {c.id: world[c.name.casefold()]["id"] for c in registry.list()}
-            pred = _predict(segmenter, data, images, png_name, Path(tmp) / tag, world_id_of)
+            pred = predict_world_images(segmenter, data, images, png_name, Path(tmp) / tag, world_id_of)
             return evaluate_panoptic(sub_gt, pred, split, gt_folder=gt_folder)
 
         missing = [c.name for c in registry.list() if c.name.casefold() not in world]
@@ -227,13 +201,10 @@ def _offline_unseen_pq(args: argparse.Namespace, kit: Any) -> float | None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from zsp_ros.runtime.kit import default_kit_dir
-    from zsp_ros.runtime.segmenter import Segmenter
-    from zsp_ros.utils.provenance import provenance, write_json
 
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()[0]
-    kit_dir = Path(args.kit) if args.kit else default_kit_dir()
+    kit_dir = resolve_kit(args.kit)
     data = Path(args.data) if args.data else None
     t0 = time.perf_counter()
     segmenter = Segmenter.from_kit(kit_dir, backend=args.backend, device=args.device, precision=args.precision)
@@ -257,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
         "sizes": per_size, "add_category": adds, "panoptic": pq,
         "kit": {"path": str(kit_dir), "sha256": kit.sha256, "categories": len(kit.categories),
                 "text_encoder": kit.text_encoder_id},
-        "backend": segmenter.backend.describe(), "postprocess_host": _host_path(), "load_s": round(load_s, 3),
+        "backend": segmenter.backend.describe(), "postprocess_host": host_ops.path(), "load_s": round(load_s, 3),
         "load_1min": {"start": load_start, "end": os.getloadavg()[0]},
         "provenance": provenance(),
     }

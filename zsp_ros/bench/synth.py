@@ -11,6 +11,7 @@ import argparse
 import os
 import tempfile
 
+from zsp_ros.data.synth_writer import default_workers, generate_world
 from zsp_ros.utils.provenance import provenance, write_json
 
 
@@ -25,7 +26,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from zsp_ros.data.synth_writer import default_workers, generate_world
 
     runs = []
     for workers in args.workers or [default_workers()]:

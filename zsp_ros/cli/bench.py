@@ -9,11 +9,9 @@ from zsp_ros.cli.dispatch import run_choice
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "synth": ("zsp_ros.bench.synth", "synthetic world generation speed (images/s)"),
     "msda": ("zsp_ros.bench.msda", "deformable-attention core vs the grid_sample reference"),
-    "zeroshot": ("zsp_ros.bench.zeroshot", "PADing vs baselines over seeds (Table 1 / ablation)"),
     "runtime": ("zsp_ros.bench.runtime", "Segmenter forward, end-to-end, add-category latency"),
     "node": ("zsp_ros.bench.node", "ROS 2 node end-to-end latency over DDS"),
     "latency": ("zsp_ros.bench.latency", "backend latency percentiles (torch, onnxruntime, tensorrt)"),
-    "mask-bound": ("zsp_ros.bench.mask_bound", "PQ of ground truth passed through the mask stride (upper bound)"),
 }
 
 

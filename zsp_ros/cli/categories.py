@@ -10,6 +10,13 @@ import argparse
 import json
 import sys
 
+from zsp_ros.kit.category_set import CategorySet
+from zsp_ros.kit.locate import resolve_kit
+from zsp_ros.kit.model_kit import KitError, load_kit
+from zsp_ros.runtime.category_requests import CategoryError
+from zsp_ros.runtime.registry import build_registry
+from zsp_ros.runtime.state_store import StateLockedError, StateStore
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="{list,add,remove}")
@@ -38,8 +45,6 @@ def _print(categories, as_json: bool = False) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from zsp_ros.runtime.kit import KitError, default_kit_dir, load_kit
-    from zsp_ros.runtime.state_store import StateStore
 
     kit = None
     if args.kit is not None:
@@ -54,25 +59,21 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     if kit is None:
         try:
-            kit = load_kit(default_kit_dir())
+            kit = load_kit(resolve_kit(None))
         except KitError:
             print(f"zsp categories: no usable state in {args.state}; give --kit to list a kit's categories",
                   file=sys.stderr)
             return 2
-    from zsp_ros.runtime.categories import CategorySet
     _print(CategorySet(kit.categories.categories, version=1, text_encoder=kit.text_encoder_id), args.json)
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    from zsp_ros.runtime.kit import KitError, default_kit_dir, load_kit
-    from zsp_ros.runtime.registry import CategoryError, build_registry
-    from zsp_ros.runtime.state_store import StateLockedError
 
     try:
         if args.action == "list":
             return _list(args)
-        kit = load_kit(args.kit or default_kit_dir())
+        kit = load_kit(resolve_kit(args.kit))
         registry = build_registry(kit, state_dir=args.state)
     except (KitError, StateLockedError) as exc:
         print(f"zsp categories: error: {exc}", file=sys.stderr)

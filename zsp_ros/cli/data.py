@@ -12,6 +12,9 @@ import argparse
 import json
 import sys
 
+from zsp_ros.data.coco_layout import check_layout, coco_path, format_report
+from zsp_ros.data.coco_real import load_coco_split, write_zsp_view
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("check", "prepare"), help="check the layout, or write the ZSP view")
@@ -25,7 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from zsp_ros.data.coco_layout import check_layout, coco_path, format_report
 
     root = Path(args.coco)
     if not root.is_dir():
@@ -36,7 +38,6 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2) if args.json else format_report(report))
         tasks = args.task or list(report["tasks"])
         return 0 if all(report["tasks"][t]["ready"] for t in tasks) else 1
-    from zsp_ros.data.coco_real import load_coco_split, write_zsp_view
 
     src = coco_path(root, "panoptic_train_json")
     if not src.is_file():

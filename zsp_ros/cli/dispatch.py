@@ -9,7 +9,6 @@ import argparse
 import importlib
 
 
-
 def run_choice(prog: str, table: dict[str, tuple[str, str]], argv: list[str]) -> int:
     """Parse ``argv`` = [NAME, ...] against ``table`` and run the chosen module."""
     names = ", ".join(table)

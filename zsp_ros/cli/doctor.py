@@ -8,6 +8,8 @@ import platform
 import sys
 from typing import Callable
 
+from zsp_ros.semantics.minilm import find_minilm_dir
+
 
 def _version(module_name: str) -> str:
     module = importlib.import_module(module_name)
@@ -34,7 +36,6 @@ def _zsp_msgs() -> str:
 
 
 def _minilm() -> str:
-    from zsp_ros.semantics.minilm import find_minilm_dir
     return f"present ({find_minilm_dir()})"
 
 

@@ -16,10 +16,13 @@ import json
 import sys
 from pathlib import Path
 
+from zsp_ros.data.coco_real import SPLIT_FILES, load_coco_split
+from zsp_ros.semantics.build import build_text_encoder
+from zsp_ros.utils.provenance import atomic_write_bytes
+
 
 def read_classes(spec: str) -> tuple[list[str], list[int] | None]:
     """(names, category ids or None) of a split name / split file / JSON list / text file."""
-    from zsp_ros.data.coco_real import SPLIT_FILES, load_coco_split
 
     path = Path(spec)
     if spec in SPLIT_FILES or (path.suffix == ".json" and path.is_file() and
@@ -53,8 +56,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from safetensors.torch import save_file
 
-    from zsp_ros.semantics.build import build_text_encoder
-    from zsp_ros.utils.provenance import atomic_write_bytes
 
     try:
         names, ids = read_classes(args.classes)

@@ -2,13 +2,18 @@
 
 Builds (or reuses) a TensorRT engine for this machine's GPU and TensorRT version in an engine
 cache folder (default: next to the ONNX file), with a JSON sidecar that the TensorRT backend
-checks before running it (engines/engine_cache.py). Without TensorRT: one line and exit code 3.
+checks before running it (zsp_ros/export/engine_cache.py). Without TensorRT: one line and exit code 3.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+from zsp_ros.export.engine_cache import EngineCache
+from zsp_ros.export.tensorrt_builder import EngineBuildError
+from zsp_ros.runtime.backends.engine_artifact import StaleEngineError, TensorRTUnavailable, import_tensorrt
+from zsp_ros.runtime.backends.onnx_contract import OnnxExportError, check_metadata
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,9 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engines.engine_cache import EngineCache, StaleEngineError
-    from engines.onnx_export import OnnxExportError, check_metadata
-    from engines.tensorrt_builder import EngineBuildError, TensorRTUnavailable, import_tensorrt
 
     try:
         import_tensorrt()

@@ -24,6 +24,11 @@ import argparse
 import sys
 from typing import Any
 
+from zsp_ros.data.categories import read_split
+from zsp_ros.evaluation.errors import EvaluationInputError
+from zsp_ros.evaluation.instance_ap import evaluate_instances
+from zsp_ros.evaluation.panoptic_quality import evaluate_panoptic
+from zsp_ros.evaluation.semantic_iou import evaluate_semantic
 from zsp_ros.utils.provenance import write_json
 
 
@@ -70,20 +75,15 @@ def _summary(task: str, m: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from zsp_ros.data.categories import read_split
-    from zsp_ros.evaluation.errors import EvaluationInputError
 
     try:
         split = read_split(args.split)
         if args.task == "panoptic":
-            from zsp_ros.evaluation.panoptic_quality import evaluate_panoptic
             metrics = evaluate_panoptic(args.gt, args.pred, split, gt_folder=args.gt_folder,
                                         pred_folder=args.pred_folder)
         elif args.task == "semantic":
-            from zsp_ros.evaluation.semantic_iou import evaluate_semantic
             metrics = evaluate_semantic(args.gt, args.pred, split)
         else:
-            from zsp_ros.evaluation.instance_ap import evaluate_instances
             metrics = evaluate_instances(args.gt, args.pred, split)
     except (EvaluationInputError, FileNotFoundError, ValueError) as exc:
         print(f"zsp eval {args.task}: error: {exc}", file=sys.stderr)

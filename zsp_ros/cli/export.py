@@ -11,6 +11,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from zsp_ros.export.msda_plugin_export import PLUGIN_OP
+from zsp_ros.export.onnx_export import export_onnx
+from zsp_ros.kit.locate import resolve_kit
+from zsp_ros.kit.model_kit import KitError, load_kit
+from zsp_ros.runtime.backends.onnx_contract import OUTPUT_NAMES, OnnxExportError, parse_size
+from zsp_ros.runtime.backends.torch_backend import TorchBackend
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", choices=("onnx",), help="export format (onnx)")
@@ -33,8 +40,6 @@ def check_exported(path: str | Path, *, variant: str, msda_modules: int) -> dict
     """
     import onnx
 
-    from engines.msda_plugin_export import PLUGIN_OP
-    from engines.onnx_export import OUTPUT_NAMES
 
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
@@ -50,13 +55,10 @@ def check_exported(path: str | Path, *, variant: str, msda_modules: int) -> dict
 
 
 def run(args: argparse.Namespace) -> int:
-    from engines.onnx_export import OnnxExportError, export_onnx, parse_size
-    from zsp_ros.runtime.backends.torch_backend import TorchBackend
-    from zsp_ros.runtime.kit import KitError, default_kit_dir, load_kit
 
     try:
         height, width = parse_size(args.size)
-        kit = load_kit(args.kit or default_kit_dir())
+        kit = load_kit(resolve_kit(args.kit))
         network = TorchBackend.from_kit(kit, device="cpu").network
         result = export_onnx(network, args.out, height=height, width=width, variant=args.msda,
                              kit_sha256=kit.sha256, opset=args.opset, plugin_version=args.plugin_version)

@@ -15,6 +15,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from zsp_ros.data.frame_sources import open_frames
+from zsp_ros.drawing.overlay import draw_overlay
+from zsp_ros.kit.locate import resolve_kit
+from zsp_ros.kit.model_kit import KitError
+from zsp_ros.node.image_conversion import to_rgb8
+from zsp_ros.runtime.segmenter import Segmenter
+from zsp_ros.utils.provenance import atomic_write_bytes, write_json
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kit", help="model kit directory (default: the embedded kit)")
@@ -72,16 +80,10 @@ def run(args: argparse.Namespace) -> int:
 
     from PIL import Image
 
-    from zsp_ros.node.image_conversion import to_rgb8
-    from zsp_ros.runtime.frame_sources import open_frames
-    from zsp_ros.runtime.kit import KitError, default_kit_dir
-    from zsp_ros.runtime.overlay import draw_overlay
-    from zsp_ros.runtime.segmenter import Segmenter
-    from zsp_ros.utils.provenance import atomic_write_bytes, write_json
 
     try:
         kind, frames = open_frames(args.input, topic=args.topic, decode=to_rgb8)
-        segmenter = Segmenter.from_kit(args.kit or default_kit_dir(), backend=args.backend, device=args.device)
+        segmenter = Segmenter.from_kit(resolve_kit(args.kit), backend=args.backend, device=args.device)
     except (FileNotFoundError, ValueError, KitError) as exc:
         print(f"zsp run: {exc}", file=sys.stderr)
         return 2

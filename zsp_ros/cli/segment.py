@@ -15,6 +15,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from zsp_ros.drawing.overlay import draw_overlay
+from zsp_ros.evaluation.predict import CocoPanopticWriter, Frame, predict_coco_panoptic
+from zsp_ros.export.on_demand import build_backend_with_artifacts
+from zsp_ros.kit.locate import resolve_kit
+from zsp_ros.kit.model_kit import KitError
+from zsp_ros.runtime.category_requests import CategoryError
+from zsp_ros.runtime.segmenter import Segmenter
+from zsp_ros.runtime.state_store import StateLockedError
+from zsp_ros.utils.provenance import atomic_write_bytes
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...; read as RGB)")
@@ -105,19 +115,14 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from zsp_ros.runtime.kit import KitError, default_kit_dir
-    from zsp_ros.runtime.overlay import draw_overlay
-    from zsp_ros.runtime.registry import CategoryError
-    from zsp_ros.runtime.segmenter import Segmenter
-    from zsp_ros.runtime.state_store import StateLockedError
-    from zsp_ros.utils.provenance import atomic_write_bytes, write_json
 
     try:
         options = backend_options(args)
-        kit = args.kit or default_kit_dir()
+        kit = resolve_kit(args.kit)
         segmenter = Segmenter.from_kit(kit, backend=args.backend, device=args.device, precision=args.precision,
                                        state_dir=args.state, object_mask_threshold=args.object_mask_threshold,
-                                       overlap_threshold=args.overlap_threshold, backend_options=options)
+                                       overlap_threshold=args.overlap_threshold, backend_options=options,
+                                       backend_factory=build_backend_with_artifacts)
     except (KitError, StateLockedError, ValueError, RuntimeError) as exc:
         print(f"zsp segment: error: {exc}", file=sys.stderr)
         return 2
@@ -141,40 +146,42 @@ def run(args: argparse.Namespace) -> int:
             print(f"added {', '.join(f'{c.name} (id {c.id})' for c in added)} in {timing:.0f} ms")
 
         out = Path(args.out)
-        (out / "panoptic").mkdir(parents=True, exist_ok=True)
+        writer = CocoPanopticWriter(out / "panoptic", atomic=True, record_images=True)
         if not args.no_overlay:
             (out / "overlay").mkdir(parents=True, exist_ok=True)
         paths = [Path(p) for p in args.images]
-        images, annotations, failures = [], [], 0
-        for image_id, (path, stem) in enumerate(zip(paths, _unique_stems(paths)), start=1):
-            try:
-                with Image.open(path) as im:
-                    rgb = np.asarray(im.convert("RGB"))
-            except (OSError, ValueError) as exc:
-                print(f"{path}: cannot read ({exc})", file=sys.stderr)
-                failures += 1
-                continue
-            result = segmenter.segment(rgb)
-            png = f"{stem}.png"
-            _write_png(out / "panoptic" / png, result.panoptic_rgb(), atomic_write_bytes)
+        failures = 0
+
+        def frames():
+            nonlocal failures
+            for image_id, (path, stem) in enumerate(zip(paths, _unique_stems(paths)), start=1):
+                try:
+                    with Image.open(path) as im:
+                        rgb = np.asarray(im.convert("RGB"))
+                except (OSError, ValueError) as exc:
+                    print(f"{path}: cannot read ({exc})", file=sys.stderr)
+                    failures += 1
+                    continue
+                yield Frame(image_id=image_id, png_name=f"{stem}.png", image=rgb, file_name=path.name)
+
+        def report(frame: Frame, result) -> None:
             if not args.no_overlay:
-                _write_png(out / "overlay" / png, draw_overlay(rgb, result.panoptic, result.segments),
-                           atomic_write_bytes)
-            images.append({"id": image_id, "file_name": path.name, "height": rgb.shape[0], "width": rgb.shape[1]})
-            annotations.append(result.coco_annotation(image_id=image_id, file_name=png))
+                _write_png(out / "overlay" / frame.png_name,
+                           draw_overlay(frame.image, result.panoptic, result.segments), atomic_write_bytes)
             t = result.timings_ms
-            print(f"{path}: {len(result.segments)} segments ({', '.join(sorted({s.name for s in result.segments}))}) "
+            print(f"{paths[frame.image_id - 1]}: {len(result.segments)} segments "
+                  f"({', '.join(sorted({s.name for s in result.segments}))}) "
                   f"in {t['total']:.0f} ms (pre {t['preprocess']:.0f}, model {t['model']:.0f}, "
                   f"post {t['postprocess']:.0f})")
+
+        predict_coco_panoptic(segmenter, frames(), writer, on_result=report)
         cats = segmenter.registry.list()
-        write_json(out / "panoptic.json", {
-            "info": {"description": "zsp segment", "category_set_version": cats.version,
-                     "text_encoder": cats.text_encoder, "kit": str(segmenter.registry.kit.root),
-                     "command": sys.argv},
-            "images": images, "annotations": annotations,
-            "categories": [{"id": c.id, "name": c.name, "isthing": int(c.isthing), "supercategory": c.origin}
-                           for c in cats]})
-    print(f"wrote {len(annotations)} results to {out}")
+        writer.write_json(out / "panoptic.json", indent=2, info={
+            "description": "zsp segment", "category_set_version": cats.version,
+            "text_encoder": cats.text_encoder, "kit": str(segmenter.registry.kit.root), "command": sys.argv},
+            categories=[{"id": c.id, "name": c.name, "isthing": int(c.isthing), "supercategory": c.origin}
+                        for c in cats])
+    print(f"wrote {len(writer.annotations)} results to {out}")
     return 1 if failures else 0
 
 

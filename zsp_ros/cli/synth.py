@@ -8,6 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from zsp_ros.data.synth_world import parse_unseen, world_split
+from zsp_ros.data.synth_writer import generate_world
+
 
 def _size(text: str) -> tuple[int, int]:
     try:
@@ -37,7 +40,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from zsp_ros.data.synth_world import parse_unseen, world_split
 
     unseen = parse_unseen(args.unseen)
     try:
@@ -53,7 +55,6 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None:
         print("zsp synth: error: --out is required", file=sys.stderr)
         return 2
-    from zsp_ros.data.synth_writer import generate_world
 
     try:
         summary = generate_world(args.out, images=args.images, val_images=args.val_images, size=args.size,

@@ -21,10 +21,10 @@ import numpy as np
 
 IGNORE_INDEX = 255  # semantic label of void / ignored pixels
 
-Category = dict[str, Any]
+CocoCategory = dict[str, Any]   # a COCO "categories" entry: id, name, isthing, (color, supercategory)
 
 
-def validate_categories(categories: Sequence[Category], *, source: str = "categories") -> None:
+def validate_categories(categories: Sequence[CocoCategory], *, source: str = "categories") -> None:
     """Raise ValueError naming ``source`` unless ids are ints >= 1, ids and names unique, isthing bool."""
     seen_ids: set[int] = set()
     seen_names: set[str] = set()
@@ -47,7 +47,7 @@ def validate_categories(categories: Sequence[Category], *, source: str = "catego
         seen_names.add(name)
 
 
-def make_split(categories: Sequence[Category], unseen_ids: Iterable[int]) -> dict[str, Any]:
+def make_split(categories: Sequence[CocoCategory], unseen_ids: Iterable[int]) -> dict[str, Any]:
     """Build the split.json dict: every category with ``seen`` set, plus ``seen_ids``/``unseen_ids``.
 
     Categories keep their order (things first, then stuff, for the synthetic world).
@@ -94,22 +94,22 @@ def split_to_json_bytes(split: dict[str, Any]) -> bytes:
     return (json.dumps(split, indent=2) + "\n").encode()
 
 
-def by_id(categories: Sequence[Category]) -> dict[int, Category]:
+def by_id(categories: Sequence[CocoCategory]) -> dict[int, CocoCategory]:
     """Map category id -> category."""
     return {c["id"]: c for c in categories}
 
 
-def by_name(categories: Sequence[Category]) -> dict[str, Category]:
+def by_name(categories: Sequence[CocoCategory]) -> dict[str, CocoCategory]:
     """Map category name -> category."""
     return {c["name"]: c for c in categories}
 
 
-def contiguous_index(categories: Sequence[Category]) -> dict[int, int]:
+def contiguous_index(categories: Sequence[CocoCategory]) -> dict[int, int]:
     """Map category id -> position in ``categories`` (the contiguous class index)."""
     return {c["id"]: i for i, c in enumerate(categories)}
 
 
-def remap_lut(source: Sequence[Category], target: Sequence[Category],
+def remap_lut(source: Sequence[CocoCategory], target: Sequence[CocoCategory],
               *, ignore: int = IGNORE_INDEX) -> np.ndarray:
     """uint8 [256] table mapping a label indexed in ``source`` order to its index in ``target``.
 
@@ -126,7 +126,7 @@ def remap_lut(source: Sequence[Category], target: Sequence[Category],
     return lut
 
 
-def select(categories: Sequence[Category], ids: Iterable[int]) -> list[Category]:
+def select(categories: Sequence[CocoCategory], ids: Iterable[int]) -> list[CocoCategory]:
     """The categories whose id is in ``ids``, in the order of ``categories``; unknown ids raise."""
     wanted = list(ids)
     known = by_id(categories)

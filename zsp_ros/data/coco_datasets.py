@@ -1,6 +1,6 @@
 """torch Datasets over COCO-format panoptic, instance and semantic data (synthetic world or COCO).
 
-Every dataset item is a pair ``(image, target)`` (docs/CONTRACTS.md, training/batching.py):
+Every dataset item is a pair ``(image, target)`` (docs/CONTRACTS.md, zsp_ros/training/batching.py):
 
 - ``image``: uint8 tensor [3, H, W], RGB.
 - ``target``: dict with
@@ -30,8 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zsp_ros.data.categories import IGNORE_INDEX, Category, read_split, remap_lut
+from zsp_ros.data.categories import IGNORE_INDEX, CocoCategory, read_split, remap_lut
 from zsp_ros.data.coco_format import load_json, panoptic_folder, read_panoptic_png, read_png
+from zsp_ros.inference.preprocess import pad_to, padded_size
 
 Target = dict[str, Any]
 Transform = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]
@@ -42,7 +43,7 @@ def _image_tensor(path: Path, image_id: Any) -> torch.Tensor:
     return torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
 
 
-def _norm_categories(categories: Sequence[dict]) -> list[Category]:
+def _norm_categories(categories: Sequence[dict]) -> list[CocoCategory]:
     return [{**c, "isthing": bool(c.get("isthing", True))} for c in categories]
 
 
@@ -262,17 +263,15 @@ def collate_padded(batch: Sequence[tuple[torch.Tensor, Target]], *, size_divisib
     """
     if not batch:
         raise ValueError("collate_padded: empty batch")
-    d = max(1, size_divisibility)
-    hp = -(-max(img.shape[1] for img, _ in batch) // d) * d
-    wp = -(-max(img.shape[2] for img, _ in batch) // d) * d
+    padded_hw = padded_size(max(img.shape[1] for img, _ in batch), max(img.shape[2] for img, _ in batch),
+                            max(1, size_divisibility))
     images, targets, sizes = [], [], []
     for img, tgt in batch:
-        h, w = img.shape[1:]
-        images.append(F.pad(img, (0, wp - w, 0, hp - h)))
-        sizes.append((h, w))
-        t = {**tgt, "masks": F.pad(tgt["masks"], (0, wp - w, 0, hp - h))}
+        images.append(pad_to(img, padded_hw))
+        sizes.append(tuple(img.shape[1:]))
+        t = {**tgt, "masks": pad_to(tgt["masks"], padded_hw)}
         if "sem_seg" in tgt:
-            t["sem_seg"] = F.pad(tgt["sem_seg"], (0, wp - w, 0, hp - h), value=IGNORE_INDEX)
+            t["sem_seg"] = pad_to(tgt["sem_seg"], padded_hw, value=IGNORE_INDEX)
         targets.append(t)
     return {"images": torch.stack(images), "image_sizes": torch.tensor(sizes, dtype=torch.int64),
             "targets": targets}

@@ -22,11 +22,10 @@ from typing import Any, Sequence
 
 import torch
 
-from zsp_ros.data.categories import Category, read_split, validate_categories
-from zsp_ros.data.coco_datasets import (CocoInstanceDataset, CocoPanopticDataset, SemanticSegDataset,
-                                        Transform)
+from zsp_ros.data.categories import CocoCategory, read_split, validate_categories
+from zsp_ros.data.coco_datasets import CocoInstanceDataset, CocoPanopticDataset, SemanticSegDataset, Transform
 from zsp_ros.data.coco_format import load_json
-from zsp_ros.data.coco_layout import coco_path
+from zsp_ros.data.coco_layout import LAYOUT, check_layout, coco_path
 
 SPLIT_FILES: dict[str, str] = {
     "zsp": "zsp_panoptic_119_14.json",
@@ -73,7 +72,7 @@ def load_coco_split(name_or_path: str | os.PathLike) -> dict[str, Any]:
     return split
 
 
-def load_category_list(dataset: str) -> list[Category]:
+def load_category_list(dataset: str) -> list[CocoCategory]:
     """The full category list of ``dataset`` ("coco_panoptic" 133, "coco_stuff" 171, "coco_instances" 80)."""
     if dataset not in CATEGORY_FILES:
         raise ValueError(f"unknown category list {dataset!r}; choose from {', '.join(CATEGORY_FILES)}")
@@ -88,7 +87,7 @@ def split_class_names(name_or_path: str | os.PathLike) -> list[str]:
     return [c["name"] for c in load_coco_split(name_or_path)["categories"]]
 
 
-def _categories(split: dict[str, Any], *, train: bool, protocol: str) -> list[Category]:
+def _categories(split: dict[str, Any], *, train: bool, protocol: str) -> list[CocoCategory]:
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
     cats = split["categories"]
@@ -153,7 +152,7 @@ def coco_panoptic_dataset(root: str | os.PathLike, *, split: str, protocol: str 
 
 # ---------------------------------------------------------------- ZSS (COCO-Stuff 171, semantic)
 
-def stuff_label_categories(label_format: str) -> list[Category]:
+def stuff_label_categories(label_format: str) -> list[CocoCategory]:
     """Categories in label-value order for COCO-Stuff PNGs.
 
     "train_id": the ZegFormer/PADing annotations_detectron2 PNGs (value = ``train_id``, 171).
@@ -172,7 +171,7 @@ def stuff_label_categories(label_format: str) -> list[Category]:
 
 def coco_stuff_dataset(root: str | os.PathLike, *, split: str, protocol: str = "zero-shot",
                        split_file: str | os.PathLike = "zss", label_format: str = "auto",
-                       label_categories: Sequence[Category] | None = None,
+                       label_categories: Sequence[CocoCategory] | None = None,
                        transform: Transform | None = None) -> torch.utils.data.Dataset:
     """COCO-Stuff 171-class semantic segmentation under ZSS (unseen pixels -> 255 in training).
 
@@ -231,7 +230,6 @@ def missing_train_files(root: str | os.PathLike, task: str) -> list[Path]:
     An entry and its alternative (COCO-Stuff label formats) count as missing only together;
     entries made by a command (the ZSP view) are left to the loader, which names the command.
     """
-    from zsp_ros.data.coco_layout import LAYOUT, check_layout
 
     report = check_layout(root)
     present = {d["key"]: d["present"] for d in report["entries"]}
@@ -270,7 +268,7 @@ def coco_training_dataset(root: str | os.PathLike, *, protocol: str, supervised:
         raise FileNotFoundError(f"{exc}; {check}") from None
 
 
-def coco_split_categories(protocol: str, split_file: str | os.PathLike | None = None) -> list[Category]:
+def coco_split_categories(protocol: str, split_file: str | os.PathLike | None = None) -> list[CocoCategory]:
     """All categories (seen and unseen, ``seen`` flag kept) of a protocol's split, without ``excluded_ids``."""
     if protocol not in COCO_PROTOCOLS:
         raise ValueError(f"unknown COCO protocol {protocol!r}; choose from {', '.join(COCO_PROTOCOLS)}")

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from zsp_ros.data.categories import Category
+from zsp_ros.data.categories import CocoCategory
 
 # Shape geometry in unit coordinates (circumradius 1).
 _SQUARE_HALF = 0.8
@@ -198,7 +198,7 @@ def _blur(image: np.ndarray, weight: float) -> np.ndarray:
     return image
 
 
-def _sample_things(rng: np.random.Generator, things: Sequence[Category], height: int,
+def _sample_things(rng: np.random.Generator, things: Sequence[CocoCategory], height: int,
                    width: int) -> list[dict]:
     """Instance parameters (category, centre, radius, rotation), bottom to top."""
     side = min(height, width)
@@ -243,7 +243,7 @@ def _jitter_colour(rng: np.random.Generator, rgb: Sequence[int], spread: float) 
 
 
 def render_scene(rng: np.random.Generator, *, height: int, width: int,
-                 things: Sequence[Category], stuff: Sequence[Category]) -> Scene:
+                 things: Sequence[CocoCategory], stuff: Sequence[CocoCategory]) -> Scene:
     """Render one scene from the thing and stuff categories (dicts with "shape"/"texture", "color")."""
     if not things or not stuff:
         raise ValueError("render_scene needs at least one thing and one stuff category")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from zsp_ros.data.categories import Category, make_split
+from zsp_ros.data.categories import CocoCategory, make_split
 
 # Thing colours: name -> RGB (uint8). Saturated and far apart in hue/lightness so they stay
 # recognisable after the renderer's illumination change (x0.8-1.2) and noise.
@@ -48,13 +48,13 @@ def _default_unseen_names() -> list[str]:
     return things + stuff
 
 
-def world_categories() -> list[Category]:
+def world_categories() -> list[CocoCategory]:
     """All categories, things first then stuff, ids 1..N.
 
     Each is ``{"id", "name", "isthing", "colour", "shape" | "texture", "color": [r, g, b]}``;
     ``color`` is the nominal RGB (COCO panoptic's display colour field), ``colour`` the word.
     """
-    cats: list[Category] = []
+    cats: list[CocoCategory] = []
     for colour, rgb in THING_COLOURS.items():
         for shape in THING_SHAPES:
             cats.append({"id": len(cats) + 1, "name": f"{colour} {shape}", "isthing": True,
@@ -69,13 +69,13 @@ def world_categories() -> list[Category]:
 DEFAULT_UNSEEN: tuple[str, ...] = tuple(_default_unseen_names())
 
 
-def _attributes(cat: Category) -> list[tuple[str, str]]:
+def _attributes(cat: CocoCategory) -> list[tuple[str, str]]:
     """(kind, word) pairs of a category, e.g. [("colour", "red"), ("shape", "circle")]."""
     kind = "shape" if cat["isthing"] else "texture"
     return [("colour", cat["colour"]), (kind, cat[kind])]
 
 
-def check_unseen(categories: Sequence[Category], unseen_names: Sequence[str]) -> list[int]:
+def check_unseen(categories: Sequence[CocoCategory], unseen_names: Sequence[str]) -> list[int]:
     """Validate an unseen split given by names; return the unseen ids in category order.
 
     Raises ValueError when a name is not a category, a name repeats, or an unseen

@@ -32,6 +32,7 @@ import numpy as np
 
 from zsp_ros.data.categories import IGNORE_INDEX, split_to_json_bytes
 from zsp_ros.data.coco_format import encode_png, id2rgb
+from zsp_ros.data.preview import write_world_preview
 from zsp_ros.data.synth_render import render_scene
 from zsp_ros.data.synth_world import world_split
 
@@ -217,7 +218,6 @@ def generate_world(out_dir: str | os.PathLike, *, images: int = 2000, val_images
     (ann / "instances_train_zsi.json").write_bytes(_dumps(zsi))
     (root / "split.json").write_bytes(split_to_json_bytes(split))
     if preview:
-        from zsp_ros.data.preview import write_world_preview
         write_world_preview(root, out=root / "preview.png")
     seconds = time.perf_counter() - start
     return {"root": str(root), "train_images": images, "val_images": val_images,

@@ -39,7 +39,7 @@ class CategoryStat:
     fp: int = 0
     fn: int = 0
 
-    def __iadd__(self, other: "CategoryStat") -> "CategoryStat":
+    def __iadd__(self, other: CategoryStat) -> CategoryStat:
         self.iou += other.iou
         self.tp += other.tp
         self.fp += other.fp
@@ -56,7 +56,7 @@ class PQStat:
     def __getitem__(self, category_id: int) -> CategoryStat:
         return self.per_category.setdefault(int(category_id), CategoryStat())
 
-    def __iadd__(self, other: "PQStat") -> "PQStat":
+    def __iadd__(self, other: PQStat) -> PQStat:
         for cid, stat in other.per_category.items():
             target = self[cid]
             target += stat

@@ -12,7 +12,7 @@ synthetic-world model. ``norm`` is ``"FrozenBN"`` (detectron2's default, for pre
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,11 @@ class FrozenBatchNorm2d(nn.Module):
     ``num_batches_tracked``), initialised to the identity. ``y = (x - mean) / sqrt(var + eps) * weight + bias``.
     """
 
+    weight: Tensor
+    bias: Tensor
+    running_mean: Tensor
+    running_var: Tensor
+
     def __init__(self, num_features: int, *, eps: float = 1e-5) -> None:
         super().__init__()
         self.num_features = num_features
@@ -44,8 +49,9 @@ class FrozenBatchNorm2d(nn.Module):
         shift = self.bias - self.running_mean * scale
         return x * scale.view(1, -1, 1, 1).to(x.dtype) + shift.view(1, -1, 1, 1).to(x.dtype)
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any],
+                              strict: bool, missing_keys: list[str], unexpected_keys: list[str],
+                              error_msgs: list[str]) -> None:
         # torchvision/BatchNorm2d checkpoints carry a counter that frozen BN does not need
         state_dict.pop(prefix + "num_batches_tracked", None)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
@@ -115,7 +121,7 @@ class BasicBlock(nn.Module):
 
     def __init__(self, *, in_channels: int, out_channels: int, stride: int, norm: str) -> None:
         super().__init__()
-        self.shortcut = None
+        self.shortcut: Conv2dNorm | None = None
         if in_channels != out_channels:
             self.shortcut = _conv(in_channels, out_channels, kernel_size=1, stride=stride, norm=norm)
         self.conv1 = _conv(in_channels, out_channels, kernel_size=3, stride=stride, norm=norm)
@@ -132,7 +138,7 @@ class BottleneckBlock(nn.Module):
     def __init__(self, *, in_channels: int, out_channels: int, bottleneck_channels: int, stride: int,
                  norm: str) -> None:
         super().__init__()
-        self.shortcut = None
+        self.shortcut: Conv2dNorm | None = None
         if in_channels != out_channels:
             self.shortcut = _conv(in_channels, out_channels, kernel_size=1, stride=stride, norm=norm)
         self.conv1 = _conv(in_channels, bottleneck_channels, kernel_size=1, norm=norm)
@@ -183,7 +189,7 @@ class ResNet(nn.Module):
         self.out_channels: dict[str, int] = {}
         self.out_strides: dict[str, int] = {}
         for index, (name, num_blocks) in enumerate(zip(STAGE_NAMES, STAGE_BLOCKS[depth])):
-            blocks = []
+            blocks: list[BasicBlock | BottleneckBlock] = []
             for b in range(num_blocks):
                 stride = 2 if (b == 0 and index > 0) else 1
                 if bottleneck:
@@ -202,7 +208,7 @@ class ResNet(nn.Module):
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """x: float [B, 3, H, W] -> {"res2": [B, C2, H/4, W/4], ..., "res5": [B, C5, H/32, W/32]}."""
-        out = {}
+        out: dict[str, Tensor] = {}
         x = self.stem(x)
         for name in STAGE_NAMES:
             x = getattr(self, name)(x)

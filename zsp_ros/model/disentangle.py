@@ -11,6 +11,8 @@ semantic) pair concatenated -> Linear -> ReLU -> Linear -> Sigmoid.
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -24,7 +26,7 @@ class SemanticEncoder(nn.Module):
                                  nn.LeakyReLU(0.2), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return cast(torch.Tensor, self.net(x))
 
 
 class FeatureDecoder(nn.Module):
@@ -37,7 +39,7 @@ class FeatureDecoder(nn.Module):
                                  nn.LeakyReLU(0.2), nn.Dropout(dropout))
 
     def forward(self, related: torch.Tensor, unrelated: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([related, unrelated], dim=-1))
+        return cast(torch.Tensor, self.net(torch.cat([related, unrelated], dim=-1)))
 
 
 class RelationNetwork(nn.Module):

@@ -8,6 +8,8 @@ GMMNnetwork.
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -48,7 +50,7 @@ class GMMNGenerator(nn.Module):
 
     def sample_noise(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """Fresh standard normal noise [n, noise_dim] on the module's device."""
-        device = self.net[0].weight.device
+        device = cast(nn.Linear, self.net[0]).weight.device
         return torch.randn(self.noise_shape(n), generator=generator, device=device)
 
     def forward(self, semantic: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -60,4 +62,4 @@ class GMMNGenerator(nn.Module):
             noise = self.sample_noise(n)
         elif tuple(noise.shape) != self.noise_shape(n):
             raise ValueError(f"noise must be {list(self.noise_shape(n))}, got {list(noise.shape)}")
-        return self.net(torch.cat([semantic, noise], dim=1))
+        return cast(torch.Tensor, self.net(torch.cat([semantic, noise], dim=1)))

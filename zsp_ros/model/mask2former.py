@@ -3,9 +3,11 @@
 Module tree (and so the state_dict keys) follows detectron2's ``MaskFormer`` meta-architecture:
 ``backbone.*``, ``sem_seg_head.pixel_decoder.*``, ``sem_seg_head.predictor.*``; the classifier is
 ``sem_seg_head.predictor.class_embed``. There is no loss, no pre- or post-processing inside:
-the input is already normalised and padded (``zsp_ros.runtime.preprocess``), the outputs are raw.
+the input is already normalised and padded (``zsp_ros.inference.preprocess``), the outputs are raw.
 """
 from __future__ import annotations
+
+from typing import TypedDict, cast
 
 from torch import Tensor, nn
 
@@ -13,6 +15,24 @@ from zsp_ros.model.backbone import ResNet
 from zsp_ros.model.classifier import ClassifierHead
 from zsp_ros.model.pixel_decoder import MSDeformAttnPixelDecoder
 from zsp_ros.model.transformer_decoder import MultiScaleMaskedTransformerDecoder
+
+# per decoder prediction (L + 1): mask logits [B, Q, H/4, W/4] and query embeddings [B, Q, E]
+_MasksAndEmbeds = tuple[list[Tensor], list[Tensor]]
+
+
+class LayerPrediction(TypedDict):
+    """One decoder prediction: ``pred_masks`` [B, Q, H/4, W/4], ``pred_embeds`` [B, Q, E],
+    ``pred_logits`` [B, Q, K+1]."""
+
+    pred_masks: Tensor
+    pred_embeds: Tensor
+    pred_logits: Tensor
+
+
+class Mask2FormerOutput(LayerPrediction):
+    """:meth:`Mask2Former.forward`: the last prediction plus ``aux_outputs``, the L earlier ones."""
+
+    aux_outputs: list[LayerPrediction]
 
 
 class MaskFormerHead(nn.Module):
@@ -27,7 +47,7 @@ class MaskFormerHead(nn.Module):
     def forward(self, features: dict[str, Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """Backbone features -> per-prediction mask logits [B,Q,H/4,W/4] and embeddings [B,Q,E] (L+1 each)."""
         mask_features, multi_scale_features = self.pixel_decoder(features)
-        return self.predictor(multi_scale_features, mask_features)
+        return cast(_MasksAndEmbeds, self.predictor(multi_scale_features, mask_features))
 
 
 class Mask2Former(nn.Module):
@@ -73,11 +93,11 @@ class Mask2Former(nn.Module):
         h, w = images.shape[-2:]
         if h % self.size_divisibility or w % self.size_divisibility:
             raise ValueError(f"images H×W = {h}×{w} must be multiples of {self.size_divisibility}; pad them first "
-                             "(zsp_ros.runtime.preprocess)")
+                             "(zsp_ros.inference.preprocess)")
 
     def _predictions(self, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         self._check_images(images)
-        return self.sem_seg_head(self.backbone(images))
+        return cast(_MasksAndEmbeds, self.sem_seg_head(self.backbone(images)))
 
     def forward_network(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """The part that backends run and ONNX exports (no classifier).
@@ -89,10 +109,10 @@ class Mask2Former(nn.Module):
         masks, embeds = self._predictions(images)
         return masks[-1], embeds[-1]
 
-    def forward(self, images: Tensor) -> dict:
+    def forward(self, images: Tensor) -> Mask2FormerOutput:
         """All predictions, for training (deep supervision) and PyTorch inference.
 
-        Returns a dict:
+        Returns a dict (:class:`Mask2FormerOutput`):
             ``pred_masks`` [B, Q, H/4, W/4], ``pred_embeds`` [B, Q, E], ``pred_logits`` [B, Q, K+1]
             of the last decoder layer, and ``aux_outputs``: a list of L dicts with the same three
             keys for the earlier predictions (index 0 = from the learnable queries alone), L + 1
@@ -100,7 +120,7 @@ class Mask2Former(nn.Module):
         """
         masks, embeds = self._predictions(images)
         head = self.class_head
-        predictions = [{"pred_masks": m, "pred_embeds": e, "pred_logits": head(e)} for m, e in zip(masks, embeds)]
-        out = dict(predictions[-1])
-        out["aux_outputs"] = predictions[:-1]
-        return out
+        predictions = [LayerPrediction(pred_masks=m, pred_embeds=e, pred_logits=head(e)) for m, e in zip(masks, embeds)]
+        last = predictions[-1]
+        return Mask2FormerOutput(pred_masks=last["pred_masks"], pred_embeds=last["pred_embeds"],
+                                 pred_logits=last["pred_logits"], aux_outputs=predictions[:-1])

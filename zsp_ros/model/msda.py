@@ -30,7 +30,7 @@ a TensorRT plugin node (``set_msda_core``).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, cast
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +58,8 @@ def _check_inputs(value: Tensor, spatial_shapes: Tensor, level_start_index: Tens
     if attention_weights.shape != sampling_locations.shape[:-1]:
         raise ValueError(f"attention_weights must be {tuple(sampling_locations.shape[:-1])}, got "
                          f"{tuple(attention_weights.shape)}")
-    if torch.jit.is_tracing() or torch.compiler.is_compiling():            # no data-dependent checks in export
+    # no data-dependent checks in export; torch.jit.is_tracing is untyped and not re-exported by torch.jit
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():  # type: ignore[attr-defined,no-untyped-call]
         return
     if int(spatial_shapes.prod(1).sum()) != s:
         raise ValueError(f"spatial_shapes {spatial_shapes.tolist()} cover {int(spatial_shapes.prod(1).sum())} "
@@ -69,7 +70,7 @@ def _zero_bordered_table(value: Tensor, shapes: list[tuple[int, int]]) -> Tensor
     """value [N, S, M, D] -> [N, S', M, D]: every level gets a one-pixel border of zeros, S' = sum (H+2)(W+2)."""
     n, _, m, d = value.shape
     padded = [F.pad(level.reshape(n, h, w, m * d), (0, 0, 1, 1, 1, 1)).reshape(n, (h + 2) * (w + 2), m, d)
-              for level, (h, w) in zip(value.split([h * w for h, w in shapes], dim=1), shapes)]
+              for level, (h, w) in zip(torch.split(value, [h * w for h, w in shapes], dim=1), shapes)]
     return torch.cat(padded, 1)
 
 
@@ -163,9 +164,9 @@ def ms_deform_attn_reference(value: Tensor, spatial_shapes: Tensor, level_start_
     n, _, m, d = value.shape
     _, lq, _, ln, p, _ = sampling_locations.shape
     shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
-    per_level = value.split([h * w for h, w in shapes], dim=1)
+    per_level = torch.split(value, [h * w for h, w in shapes], dim=1)
     grids = sampling_locations * 2.0 - 1.0                                   # grid_sample wants [-1, 1]
-    sampled = []
+    sampled: list[Tensor] = []
     for level, (h, w) in enumerate(shapes):
         # [N, HW, M, D] -> [N*M, D, H, W]
         image = per_level[level].flatten(2).transpose(1, 2).reshape(n * m, d, h, w)
@@ -250,7 +251,7 @@ class MSDeformAttn(nn.Module):
         normaliser = normaliser.view(1, 1, 1, ln, 1, 2)
         locations = reference_points[:, :, None, :, None, :] + offsets / normaliser
         out = self.core(value, spatial_shapes, level_start_index, locations, weights)
-        return self.output_proj(out)
+        return cast(Tensor, self.output_proj(out))
 
 
 def set_msda_core(model: nn.Module, core: str | MSDACore) -> int:

@@ -11,6 +11,7 @@ this module leaves them out (same numbers). There is no dropout (Mask2Former's R
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +44,7 @@ class MSDeformAttnEncoderLayer(nn.Module):
                 level_start_index: Tensor) -> Tensor:
         """src, pos: [B, S, C]; reference_points [1, S, L, 2]; returns [B, S, C]."""
         src = self.norm1(src + self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index))
-        return self.norm2(src + self.linear2(F.relu(self.linear1(src))))
+        return cast(Tensor, self.norm2(src + self.linear2(F.relu(self.linear1(src)))))
 
 
 class MSDeformAttnEncoder(nn.Module):
@@ -104,8 +105,8 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         for h, w in shapes[:-1]:
             starts.append(starts[-1] + h * w)
         level_start_index = torch.as_tensor(starts, dtype=torch.long, device=device)
-        memory = self.encoder(src_flat, pos_flat, self.reference_points(shapes, device), spatial_shapes,
-                              level_start_index)
+        memory: Tensor = self.encoder(src_flat, pos_flat, self.reference_points(shapes, device), spatial_shapes,
+                                      level_start_index)
         return memory, shapes
 
 
@@ -134,12 +135,14 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.transformer_in_features = sorted(transformer_in_features, key=lambda k: in_strides[k])
         num_levels = len(self.transformer_in_features)
         # coarsest level first, as Mask2Former
-        self.input_proj = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(in_channels[f], conv_dim, kernel_size=1), nn.GroupNorm(32, conv_dim))
-            for f in self.transformer_in_features[::-1])
-        for proj in self.input_proj:
-            nn.init.xavier_uniform_(proj[0].weight, gain=1)
-            nn.init.zeros_(proj[0].bias)
+        projections = [nn.Sequential(nn.Conv2d(in_channels[f], conv_dim, kernel_size=1), nn.GroupNorm(32, conv_dim))
+                       for f in self.transformer_in_features[::-1]]
+        for proj in projections:
+            conv = cast(nn.Conv2d, proj[0])
+            nn.init.xavier_uniform_(conv.weight, gain=1)
+            assert conv.bias is not None  # built with bias=True
+            nn.init.zeros_(conv.bias)
+        self.input_proj = nn.ModuleList(projections)
         self.transformer = MSDeformAttnTransformerEncoderOnly(
             d_model=conv_dim, nhead=nheads, num_encoder_layers=enc_layers, dim_feedforward=dim_feedforward,
             num_feature_levels=num_levels, enc_n_points=n_points)
@@ -176,19 +179,22 @@ class MSDeformAttnPixelDecoder(nn.Module):
             return self._forward_fp32(features)
 
     def _forward_fp32(self, features: dict[str, Tensor]) -> tuple[Tensor, list[Tensor]]:
-        srcs, pos = [], []
+        srcs: list[Tensor] = []
+        pos: list[Tensor] = []
         for index, name in enumerate(self.transformer_in_features[::-1]):
             x = features[name].float()
             srcs.append(self.input_proj[index](x))
             pos.append(self.pe_layer(x))
+        memory: Tensor
+        shapes: list[tuple[int, int]]
         memory, shapes = self.transformer(srcs, pos)
         b = memory.shape[0]
-        outs = []
-        for chunk, (h, w) in zip(memory.split([h * w for h, w in shapes], dim=1), shapes):
+        outs: list[Tensor] = []
+        for chunk, (h, w) in zip(torch.split(memory, [h * w for h, w in shapes], dim=1), shapes):
             outs.append(chunk.transpose(1, 2).reshape(b, -1, h, w))
         for index in reversed(range(self.num_fpn_levels)):                  # top-down: coarse -> fine
             name = self.in_features[index]
             lateral = getattr(self, f"adapter_{index + 1}")(features[name].float())
             top_down = F.interpolate(outs[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False)
             outs.append(getattr(self, f"layer_{index + 1}")(lateral + top_down))
-        return self.mask_features(outs[-1]), outs[:self.maskformer_num_feature_levels]
+        return cast(Tensor, self.mask_features(outs[-1])), outs[:self.maskformer_num_feature_levels]

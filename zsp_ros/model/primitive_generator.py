@@ -17,6 +17,7 @@ MultiheadAttention / DETR layers.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -51,7 +52,7 @@ class _PrimitiveAttention(nn.Module):
         weights = torch.softmax(torch.bmm(q, k) / math.sqrt(d), dim=-1)      # [h, N, P]
         weights = F.dropout(weights, self.dropout, self.training)
         out = torch.bmm(weights, v).transpose(0, 1).reshape(n, e)            # [N, E]
-        return self.out_proj(out)
+        return cast(torch.Tensor, self.out_proj(out))
 
 
 class _SingleTokenSelfAttention(nn.Module):
@@ -74,7 +75,7 @@ class _SingleTokenSelfAttention(nn.Module):
         n, e = x.shape
         v = self.v_proj(x).view(n, self.num_heads, e // self.num_heads)
         weight = F.dropout(v.new_ones(n, self.num_heads, 1), self.dropout, self.training)
-        return self.out_proj((weight * v).reshape(n, e))
+        return cast(torch.Tensor, self.out_proj((weight * v).reshape(n, e)))
 
 
 class PrimitiveDecoderLayer(nn.Module):
@@ -159,7 +160,7 @@ class PrimitiveGenerator(nn.Module):
         """The initial query of each sample: semantic [N, Ds] -> [N, E] (also PADing's alignment target)."""
         if semantic.ndim != 2 or semantic.shape[1] != self.semantic_dim:
             raise ValueError(f"semantic must be [N, {self.semantic_dim}], got {tuple(semantic.shape)}")
-        return self.semantic_proj(semantic)
+        return cast(torch.Tensor, self.semantic_proj(semantic))
 
     def generate(self, query: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """Decode projected queries [N, E] into fake embeddings [N, E].
@@ -175,7 +176,7 @@ class PrimitiveGenerator(nn.Module):
         x = query
         for i, layer in enumerate(self.layers):
             x = layer(x, self.primitives, None if noise is None else noise[i])
-        return self.norm(x)
+        return cast(torch.Tensor, self.norm(x))
 
     def forward(self, semantic: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """semantic [N, Ds] float32 (+ optional noise [num_layers, N, E]) -> fake embeds [N, E]."""

@@ -16,6 +16,8 @@ The mask is a pure boolean expression (no data-dependent indexing), so it export
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -41,7 +43,7 @@ class SelfAttentionLayer(nn.Module):
         x = self.norm(tgt) if self.normalize_before else tgt
         q = x + query_pos
         out = tgt + self.self_attn(q, q, x, need_weights=False)[0]
-        return out if self.normalize_before else self.norm(out)
+        return out if self.normalize_before else cast(Tensor, self.norm(out))
 
 
 class CrossAttentionLayer(nn.Module):
@@ -64,7 +66,7 @@ class CrossAttentionLayer(nn.Module):
         attended = self.multihead_attn(x + query_pos, memory + pos, memory, attn_mask=memory_mask,
                                        need_weights=False)[0]
         out = tgt + attended
-        return out if self.normalize_before else self.norm(out)
+        return out if self.normalize_before else cast(Tensor, self.norm(out))
 
 
 class FFNLayer(nn.Module):
@@ -83,7 +85,7 @@ class FFNLayer(nn.Module):
     def forward(self, tgt: Tensor) -> Tensor:
         x = self.norm(tgt) if self.normalize_before else tgt
         out = tgt + self.linear2(F.relu(self.linear1(x)))
-        return out if self.normalize_before else self.norm(out)
+        return out if self.normalize_before else cast(Tensor, self.norm(out))
 
 
 class MLP(nn.Module):
@@ -144,6 +146,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             if in_channels != hidden_dim or enforce_input_project:
                 conv = nn.Conv2d(in_channels, hidden_dim, kernel_size=1)
                 nn.init.kaiming_uniform_(conv.weight, a=1)
+                assert conv.bias is not None  # built with bias=True
                 nn.init.zeros_(conv.bias)
                 self.input_proj.append(conv)
             else:
@@ -153,7 +156,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
 
     def prediction_heads(self, output: Tensor, mask_features: Tensor) -> tuple[Tensor, Tensor]:
         """output [B, Q, E] -> (mask logits [B, Q, H/4, W/4], normalised embeddings [B, Q, E])."""
-        embeds = self.decoder_norm(output)
+        embeds: Tensor = self.decoder_norm(output)
         masks = torch.einsum("bqc,bchw->bqhw", self.mask_embed(embeds), mask_features)
         return masks, embeds
 
@@ -180,7 +183,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         """
         if len(multi_scale_features) != self.num_feature_levels:
             raise ValueError(f"expected {self.num_feature_levels} feature levels, got {len(multi_scale_features)}")
-        srcs, poses, sizes = [], [], []
+        srcs: list[Tensor] = []
+        poses: list[Tensor] = []
+        sizes: list[tuple[int, int]] = []
         for i, x in enumerate(multi_scale_features):
             sizes.append((int(x.shape[-2]), int(x.shape[-1])))
             poses.append(self.pe_layer(x).flatten(2).transpose(1, 2))                         # [B, HW, E]
@@ -191,7 +196,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         output = self.query_feat.weight.unsqueeze(0).expand(b, -1, -1)
 
         masks, embeds = self.prediction_heads(output, mask_features)
-        all_masks, all_embeds = [masks], [embeds]
+        all_masks: list[Tensor] = [masks]
+        all_embeds: list[Tensor] = [embeds]
         for i in range(self.num_layers):
             level = i % self.num_feature_levels
             attn_mask = self.attention_mask(masks, sizes[level])

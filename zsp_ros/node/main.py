@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import sys
 
+from zsp_ros.node.parameters import PARAMETERS, default_config_path, load_defaults
+from zsp_ros.node.zsp_node import ZspNode
+
 EXECUTOR_THREADS = 4   # lifecycle + image callbacks, category writes, list, diagnostics
 
 
 def usage() -> str:
     """This module's help and every parameter with its default (from config/zsp.yaml)."""
-    from zsp_ros.node.parameters import PARAMETERS, default_config_path, load_defaults
 
     defaults = load_defaults()
     lines = [__doc__.strip(), "", "usage: zsp_node [--ros-args -p NAME:=VALUE ... | --params-file FILE]", "",
@@ -39,7 +41,6 @@ def main(args: list[str] | None = None) -> int:
     from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
-    from zsp_ros.node.zsp_node import ZspNode
 
     code = 0
     with rclpy.init(args=["zsp_node", *argv]):

@@ -4,7 +4,7 @@
   image 32SC1 at the input resolution; one Segment per id in the image).
 - `semantic_message`: the semantic map -> sensor_msgs/Image 16UC1 of category ids (32SC1 if an id
   exceeds 65535, which stable ids never reach in practice).
-- `overlay_message`: image + result -> rgb8 overlay for rviz (zsp_ros.runtime.overlay).
+- `overlay_message`: image + result -> rgb8 overlay for rviz (zsp_ros.drawing.overlay).
 - `category_set_message`: runtime `CategorySet` -> zsp_msgs/CategorySet (label_info).
 - `diagnostic_message`: a dict of statistics -> diagnostic_msgs/DiagnosticArray.
 - `panoptic_from_message`: the reverse of `panoptic_message`, for clients and tests.
@@ -17,7 +17,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from zsp_ros.node.image_conversion import image_to_numpy, numpy_to_image
+from zsp_ros.drawing.overlay import draw_overlay
+from zsp_ros.node.raw_image import image_to_numpy, numpy_to_image
 
 ORIGIN_CODES = {"seen": 0, "added": 1}   # zsp_msgs/CategoryInfo.ORIGIN_SEEN / ORIGIN_ADDED
 
@@ -65,7 +66,6 @@ def semantic_message(semantic: np.ndarray, header: Any) -> Any:
 def overlay_message(image: np.ndarray, result: Any, header: Any, *, alpha: float = 0.55,
                     labels: bool = True) -> Any:
     """rgb8 sensor_msgs/Image: segment colours blended over ``image`` (uint8 [H,W,3] RGB)."""
-    from zsp_ros.runtime.overlay import draw_overlay
 
     canvas = draw_overlay(image, result.panoptic, result.segments, alpha=alpha, labels=labels)
     return numpy_to_image(canvas, "rgb8", header=header)

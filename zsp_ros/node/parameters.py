@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from zsp_ros.runtime.backends import BACKENDS
+
 NODE_NAME = "zsp_node"
 CONFIG_FILE = "zsp.yaml"
 APPLIES = ("configure", "live", "startup")
@@ -69,7 +71,6 @@ def _one_of(*choices: str) -> Validator:
 
 
 def _backend(value: Any) -> str | None:
-    from zsp_ros.runtime.backends import BACKENDS  # a plain dict; importing it loads no backend
     if value in BACKENDS:
         return None
     return f"unknown backend {value!r}; this installation has {', '.join(sorted(BACKENDS))}"
@@ -307,9 +308,3 @@ def descriptor(spec: ParamSpec) -> Any:
         d.floating_point_range = [FloatingPointRange(from_value=0.05, to_value=3600.0, step=0.0)]
     return d
 
-
-def resolve_kit(value: str) -> Path:
-    """The kit directory a ``kit`` parameter value names: "" = the embedded default kit."""
-    if value:
-        return Path(value).expanduser()
-    return Path(__file__).resolve().parents[1] / "kits" / "default"

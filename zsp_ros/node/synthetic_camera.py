@@ -17,6 +17,8 @@ import argparse
 import sys
 import time
 
+from zsp_ros.node.raw_image import numpy_to_image
+
 
 def main(args: list[str] | None = None) -> int:
     import numpy as np
@@ -27,7 +29,6 @@ def main(args: list[str] | None = None) -> int:
     from rclpy.utilities import remove_ros_args
     from sensor_msgs.msg import Image
 
-    from zsp_ros.node.image_conversion import numpy_to_image
 
     argv = sys.argv if args is None else ["synthetic_camera", *args]
     parser = argparse.ArgumentParser(prog="synthetic_camera", description=__doc__.splitlines()[0])

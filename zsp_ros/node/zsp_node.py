@@ -38,10 +38,15 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+from zsp_ros.export.on_demand import build_backend_with_artifacts
+from zsp_ros.kit.locate import resolve_kit
+from zsp_ros.kit.model_kit import KitError
 from zsp_ros.node import parameters as params
+from zsp_ros.node.category_services import CategoryServices
 from zsp_ros.node.frame_input import CauseThrottle, LatestFrame, malformed_cause
 from zsp_ros.node.frame_stats import FrameStats
-from zsp_ros.node.image_conversion import ImageConversionError, check_picture, to_rgb8
+from zsp_ros.node.image_conversion import check_picture, to_rgb8
+from zsp_ros.node.image_encodings import ImageConversionError
 from zsp_ros.node.messages import (
     category_set_message,
     diagnostic_message,
@@ -49,6 +54,7 @@ from zsp_ros.node.messages import (
     panoptic_message,
     semantic_message,
 )
+from zsp_ros.runtime.segmenter import Segmenter
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
@@ -90,10 +96,13 @@ class ZspNode(LifecycleNode):
         self._read_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
         from zsp_msgs.srv import AddCategories, ListCategories, RemoveCategories
-        self.create_service(AddCategories, "add_categories", self._on_add, callback_group=self._write_group)
-        self.create_service(RemoveCategories, "remove_categories", self._on_remove,
+        services = CategoryServices(segmenter=lambda: self._segmenter, lock=self._registry_lock,
+                                    logger=self.get_logger(), lifecycle_state=self.lifecycle_state,
+                                    stamp=self._stamp, on_changed=self._publish_label_info)
+        self.create_service(AddCategories, "add_categories", services.on_add, callback_group=self._write_group)
+        self.create_service(RemoveCategories, "remove_categories", services.on_remove,
                             callback_group=self._write_group)
-        self.create_service(ListCategories, "list_categories", self._on_list, callback_group=self._read_group)
+        self.create_service(ListCategories, "list_categories", services.on_list, callback_group=self._read_group)
 
     # ------------------------------------------------------------------ parameters
     def _values(self) -> dict[str, Any]:
@@ -126,20 +135,22 @@ class ZspNode(LifecycleNode):
         if problems:
             self.get_logger().error("configure refused: " + "; ".join(problems))
             return FAILURE
-        kit = params.resolve_kit(values["kit"])
+        try:
+            kit = resolve_kit(values["kit"])
+        except KitError as exc:
+            self.get_logger().error(f"configure failed: {exc} (set the 'kit' parameter)")
+            return FAILURE
         t0 = time.perf_counter()
         try:
-            from zsp_ros.runtime.segmenter import Segmenter
             segmenter = Segmenter.from_kit(
                 kit, backend=values["backend"], device=values["device"], precision=values["precision"],
                 state_dir=values["state_dir"] or None, short_side=values["input_short_side"] or None,
                 max_long_side=values["input_max_long_side"] or None,
                 object_mask_threshold=_threshold_or_kit(values["object_mask_threshold"]),
                 overlap_threshold=_threshold_or_kit(values["overlap_threshold"]), semantic=values["publish_semantic"],
-                backend_options=params.backend_options(values))
+                backend_options=params.backend_options(values), backend_factory=build_backend_with_artifacts)
         except Exception as exc:
-            hint = " (the embedded kit is not installed: set the 'kit' parameter)" \
-                if not values["kit"] and not kit.is_dir() else ""
+            hint = " (set the 'kit' parameter)" if not values["kit"] and not kit.is_dir() else ""
             self.get_logger().error(f"configure failed: cannot load model kit {kit} with backend "
                                     f"{values['backend']}{hint}: {type(exc).__name__}: {exc}")
             return FAILURE
@@ -326,14 +337,11 @@ class ZspNode(LifecycleNode):
         try:
             values = {name: self.get_parameter(name).value for name in
                       ("object_mask_threshold", "overlap_threshold", "publish_semantic", "publish_overlay")}
-            kit_thresholds = segmenter.registry.kit.inference
-            for name in ("object_mask_threshold", "overlap_threshold"):
-                chosen = _threshold_or_kit(values[name])
-                setattr(segmenter, name, kit_thresholds[name] if chosen is None else chosen)
             want_semantic = values["publish_semantic"] and pubs["semantic"].get_subscription_count() > 0
             want_overlay = values["publish_overlay"] and pubs["overlay"].get_subscription_count() > 0
-            segmenter.semantic = bool(want_semantic)
-            result = segmenter.segment(rgb)
+            result = segmenter.segment(                       # thresholds -1: the kit's (the Segmenter's own)
+                rgb, object_mask_threshold=_threshold_or_kit(values["object_mask_threshold"]),
+                overlap_threshold=_threshold_or_kit(values["overlap_threshold"]), semantic=bool(want_semantic))
             t_publish = time.perf_counter()
             pubs["panoptic"].publish(panoptic_message(result, msg.header))
             if want_semantic and result.semantic is not None:
@@ -397,79 +405,6 @@ class ZspNode(LifecycleNode):
                                            level=level, summary=summary, values=values, stamp=self._stamp()))
         except Exception as exc:
             self._log_throttled("diagnostics", f"diagnostics not published: {type(exc).__name__}: {exc}")
-
-    # ------------------------------------------------------------------ services
-    def _not_configured(self) -> str:
-        return (f"the node is {self.lifecycle_state()}, not configured: configure it first "
-                f"(lifecycle transition 'configure')")
-
-    def _on_add(self, request: Any, response: Any) -> Any:
-        names = list(request.names)
-
-        def add(registry: Any) -> str:
-            t0 = time.perf_counter()
-            added = registry.add(names, list(request.isthing) or None)
-            response.category_ids = [int(c.id) for c in added]
-            return (f"added {', '.join(f'{c.name!r} (id {c.id})' for c in added)} in "
-                    f"{time.perf_counter() - t0:.2f} s")
-        return self._change_categories(add, response, verb="added", ids_field="category_ids")
-
-    def _on_remove(self, request: Any, response: Any) -> Any:
-        items: list[Any] = [*request.names, *(int(i) for i in request.ids)]
-
-        def remove(registry: Any) -> str:
-            response.removed_ids = [int(i) for i in registry.remove(items)]
-            return f"removed ids {list(response.removed_ids)}"
-        return self._change_categories(remove, response, verb="removed", ids_field="removed_ids")
-
-    def _change_categories(self, change: Any, response: Any, *, verb: str, ids_field: str) -> Any:
-        """Run ``change(registry) -> message`` under the registry lock and fill the service response.
-
-        A refused request (``ValueError``: CategoryError, the text encoder's refusals) changes nothing
-        and says why; any other failure is reported as an internal error and logged with its traceback.
-        """
-        try:
-            with self._registry_lock:
-                segmenter = self._segmenter
-                if segmenter is None:
-                    response.success, response.message = False, self._not_configured()
-                    return response
-                try:
-                    done = change(segmenter.registry)
-                except ValueError as exc:
-                    setattr(response, ids_field, [])
-                    response.success, response.message = False, f"nothing {verb}: {exc}"
-                    response.version = segmenter.registry.version
-                    return response
-                response.version = segmenter.registry.version
-            response.success = True
-            response.message = f"{done}; category set version {response.version}"
-            self.get_logger().info(response.message)
-            self._publish_label_info()
-        except Exception as exc:
-            setattr(response, ids_field, [])
-            response.success = False
-            response.message = f"nothing {verb}: internal error {type(exc).__name__}: {exc}"
-            self.get_logger().error(f"{response.message}\n{traceback.format_exc()}")
-        return response
-
-    def _on_list(self, request: Any, response: Any) -> Any:
-        try:
-            segmenter = self._segmenter
-            if segmenter is None:
-                response.success, response.message = False, self._not_configured()
-                return response
-            cats = segmenter.registry.list()
-            response.category_set = category_set_message(cats)
-            response.category_set.header.stamp = self._stamp()
-            response.success = True
-            response.message = f"{len(cats)} categories, version {cats.version}"
-        except Exception as exc:
-            response.success = False
-            response.message = f"internal error {type(exc).__name__}: {exc}"
-            self.get_logger().error(f"{response.message}\n{traceback.format_exc()}")
-        return response
-
 
 
 def _threshold_or_kit(value: float) -> float | None:

@@ -52,6 +52,6 @@ def synthesize_embeddings(generator: nn.Module, semantic: torch.Tensor, labels: 
                 chunks.append(generator(chunk, noise).float().cpu())
     finally:
         generator.train(was_training)
-    embed_dim = int(getattr(generator, "embed_dim"))
+    embed_dim = int(generator.embed_dim)
     embeds = torch.cat(chunks) if chunks else torch.zeros(0, embed_dim)
     return embeds, out_labels

@@ -30,19 +30,23 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 import torch
 
-from zsp_ros.runtime.categories import Category, CategorySet, name_key
-from zsp_ros.runtime.kit import ModelKit
+from zsp_ros.kit.category_set import Category, CategorySet
+from zsp_ros.kit.model_kit import BANK_FILE, GENERATOR_FILE, KitError, ModelKit
+from zsp_ros.model.primitive_generator import PrimitiveGenerator
+from zsp_ros.pading.head_fit import fit_head as pading_fit_head
+from zsp_ros.pading.runtime_refit import (
+    DEFAULT_CLASS_WEIGHTS,
+    head_tensors,
+    synthesize_for_ids,
+    training_rows,
+    warm_start,
+)
+from zsp_ros.runtime.category_requests import CategoryError, validate_names, validate_remove
 from zsp_ros.runtime.state_store import RegistryState, StateStore
+from zsp_ros.semantics.build import build_text_encoder
 
 log = logging.getLogger(__name__)
 
-MAX_NAME_CHARS = 64
-MAX_NAMES_PER_REQUEST = 256
-DEFAULT_CLASS_WEIGHTS = {"seen": 1.0, "added": 5.0, "no_object": 0.1}   # PADing's retraining weights
-
-
-class CategoryError(ValueError):
-    """A rejected add/remove request; the message is meant for the user (service response, CLI)."""
 
 
 class TextEncoderLike(Protocol):
@@ -68,68 +72,6 @@ class HeadSnapshot:
         return self.categories.version
 
 
-def _default_fit_head(**kwargs: Any) -> Any:
-    from zsp_ros.pading.head_fit import fit_head
-    return fit_head(**kwargs)
-
-
-def _head_tensors(head: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight [K+1,E], bias [K+1]) float32 copies from a ClassifierHead / nn.Linear / (w, b) pair."""
-    if isinstance(head, tuple):
-        weight, bias = head
-    else:
-        linear = getattr(head, "linear", head)
-        weight, bias = linear.weight, linear.bias
-    return weight.detach().float().cpu().clone(), bias.detach().float().cpu().clone()
-
-
-def validate_names(names: Sequence[str], isthing: bool | Sequence[bool] | None,
-                   current: CategorySet) -> tuple[list[str], list[bool]]:
-    """Check an add request; return (names, isthing per name) or raise CategoryError listing every problem."""
-    if isinstance(names, str):
-        raise CategoryError(f"names must be a list of names, got the single string {names!r}")
-    names = list(names)
-    if not names:
-        raise CategoryError("no names given")
-    if len(names) > MAX_NAMES_PER_REQUEST:
-        raise CategoryError(f"{len(names)} names in one request; at most {MAX_NAMES_PER_REQUEST}")
-    problems: list[str] = []
-    seen_keys: dict[str, str] = {}
-    for name in names:
-        if not isinstance(name, str):
-            problems.append(f"{name!r} is not a string ({type(name).__name__})")
-            continue
-        shown = repr(name if len(name) <= 40 else name[:40] + "…")
-        if not name.strip():
-            problems.append(f"name {shown} is empty")
-            continue
-        if name != name.strip():
-            problems.append(f"name {shown} has leading or trailing whitespace")
-        if len(name) > MAX_NAME_CHARS:
-            problems.append(f"name {shown} is {len(name)} characters long (at most {MAX_NAME_CHARS})")
-        if not name.isprintable():
-            problems.append(f"name {shown} contains non-printable characters")
-        key = name_key(name)
-        if key in seen_keys:
-            problems.append(f"name {shown} is given more than once")
-            continue
-        seen_keys[key] = name
-        existing = current.get(name)
-        if existing is not None:
-            problems.append(f"{shown} is already a category (id {existing.id})")
-    if isthing is None:
-        flags = [True] * len(names)
-    elif isinstance(isthing, (bool, np.bool_)):
-        flags = [bool(isthing)] * len(names)
-    else:
-        flags = [bool(v) for v in isthing]
-        if len(flags) == 0:
-            flags = [True] * len(names)
-        elif len(flags) != len(names):
-            problems.append(f"isthing has {len(flags)} values for {len(names)} names")
-    if problems:
-        raise CategoryError("; ".join(problems))
-    return names, flags
 
 
 class CategoryRegistry:
@@ -169,7 +111,7 @@ class CategoryRegistry:
         self.kit = kit
         self.text_encoder = text_encoder
         self.generator = generator
-        self.fit_head = fit_head or _default_fit_head
+        self.fit_head = fit_head or pading_fit_head
         self.store = store
         self.synthetic_per_category = int(synthetic_per_category)
         self.class_weights = {**DEFAULT_CLASS_WEIGHTS, **(class_weights or {})}
@@ -238,7 +180,7 @@ class CategoryRegistry:
         with self._write_lock, _torch_threads(self.train_threads):
             t0 = time.perf_counter()
             state = self._state
-            gone = self._validate_remove(names_or_ids, state.categories)
+            gone = validate_remove(names_or_ids, state.categories)
             keep = tuple(c for c in state.categories if c.id not in gone)
             categories = CategorySet(keep, version=state.categories.version + 1,
                                      text_encoder=state.categories.text_encoder)
@@ -274,93 +216,29 @@ class CategoryRegistry:
             self.store.close()
 
     # ------------------------------------------------------------------ internals
-    @staticmethod
-    def _validate_remove(names_or_ids: Sequence[str | int], current: CategorySet) -> set[int]:
-        if isinstance(names_or_ids, (str, int)):
-            names_or_ids = [names_or_ids]
-        items = list(names_or_ids)
-        if not items:
-            raise CategoryError("no categories given")
-        problems, gone = [], []
-        for item in items:
-            if isinstance(item, bool) or not isinstance(item, (str, int, np.integer)):
-                problems.append(f"{item!r} is neither a name nor an id")
-                continue
-            cat = current.get(item)
-            if cat is None:
-                problems.append(f"unknown category {item!r}" if isinstance(item, str)
-                                else f"unknown category id {int(item)}")
-            elif cat.id in gone:
-                problems.append(f"category {cat.name!r} (id {cat.id}) is listed more than once")
-            else:
-                gone.append(cat.id)
-        if not problems and len(gone) == len(current):
-            problems.append("cannot remove every category; at least one must remain")
-        if problems:
-            raise CategoryError("; ".join(problems))
-        return set(gone)
-
     def _generate(self, text: torch.Tensor, ids: list[int]) -> torch.Tensor:
-        """float32 [len(ids)*N, E]: N fake embeddings per name, from noise seeded by ``seed + id``."""
-        from zsp_ros.pading.synthesis import synthesize_embeddings
-
-        chunks = []
-        for row, cat_id in zip(text, ids):       # seeded per id: independent of what is added alongside
-            fake, _ = synthesize_embeddings(self.generator, row[None], [cat_id],
-                                            per_class=self.synthetic_per_category, seed=self.seed + cat_id)
-            chunks.append(fake)
-        out = torch.cat(chunks)
-        if out.shape != (len(ids) * self.synthetic_per_category, self.kit.embed_dim):
-            raise RuntimeError(f"generator returned {list(out.shape)}, expected "
-                               f"[{len(ids) * self.synthetic_per_category}, {self.kit.embed_dim}]")
-        return out
+        """float32 [len(ids)*N, E]: N fake embeddings per name (zsp_ros.pading.runtime_refit)."""
+        return synthesize_for_ids(self.generator, text, ids, per_category=self.synthetic_per_category, seed=self.seed,
+                                  embed_dim=self.kit.embed_dim)
 
     def _fit(self, state: RegistryState) -> tuple[torch.Tensor, torch.Tensor]:
         """Retrain the head for ``state.categories`` on real bank + synthetic embeddings."""
-        cats = state.categories
-        k = len(cats)
-        lut_size = max(int(self._bank_ids.max()) if self._bank_ids.numel() else 0, state.next_id) + 1
-        lut = torch.full((lut_size,), k, dtype=torch.int64)                # default: no-object
-        for index, c in enumerate(cats):
-            lut[c.id] = index
-        by_name = {name_key(c.name): index for index, c in enumerate(cats)}
-        for kc in self.kit.categories:      # a removed seen category added again by name keeps its real data
-            if cats.get(kc.id) is None and name_key(kc.name) in by_name:
-                lut[kc.id] = by_name[name_key(kc.name)]
-        labels_real = lut[self._bank_ids]
-        labels_syn = lut[state.synthetic_ids]
-        embeds = torch.cat([self._bank_embeds, state.synthetic_embeds])
-        labels = torch.cat([labels_real, labels_syn])
-        weights = torch.tensor([self.class_weights["added"] if c.origin == "added" else self.class_weights["seen"]
-                                for c in cats] + [self.class_weights["no_object"]], dtype=torch.float32)
+        k = len(state.categories)
+        embeds, labels, weights = training_rows(
+            categories=state.categories, kit_categories=self.kit.categories, bank_embeds=self._bank_embeds,
+            bank_ids=self._bank_ids, synthetic_embeds=state.synthetic_embeds, synthetic_ids=state.synthetic_ids,
+            next_id=state.next_id, class_weights=self.class_weights)
         kwargs = dict(self.fit_kwargs)
         if self.warm_start and "init" not in kwargs:
-            kwargs["init"] = self._warm_init(state)
+            kwargs["init"] = warm_start(old_categories=self._state.categories, old_weight=self._state.head_weight,
+                                        old_bias=self._state.head_bias, categories=state.categories,
+                                        synthetic_embeds=state.synthetic_embeds, synthetic_ids=state.synthetic_ids)
         head = self.fit_head(embeds=embeds, labels=labels, class_weights=weights, **kwargs)
-        weight, bias = _head_tensors(head)
+        weight, bias = head_tensors(head)
         if weight.shape != (k + 1, self.kit.embed_dim) or bias.shape != (k + 1,):
             raise RuntimeError(f"fit_head returned a head of shape {list(weight.shape)}/{list(bias.shape)}, "
                                f"expected [{k + 1},{self.kit.embed_dim}]/[{k + 1}]")
         return weight, bias
-
-    def _warm_init(self, state: RegistryState) -> tuple[torch.Tensor, torch.Tensor]:
-        """Initial (weight [K+1,E], bias [K+1]) for ``state.categories`` from the live head."""
-        old = self._state
-        old_w, old_b = old.head_weight, old.head_bias
-        scale = old_w[:-1].norm(dim=1).mean() if old_w.shape[0] > 1 else torch.tensor(1.0)
-        rows, biases = [], []
-        for c in state.categories:
-            if old.categories.get(c.id) is not None:
-                k = old.categories.index_of(c.id)
-                rows.append(old_w[k])
-                biases.append(old_b[k])
-            else:
-                proto = state.synthetic_embeds[state.synthetic_ids == c.id].mean(0)
-                rows.append(proto / proto.norm().clamp(min=1e-6) * scale)
-                biases.append(old_b[:-1].mean() if old_b.numel() > 1 else old_b[-1])
-        rows.append(old_w[-1])
-        biases.append(old_b[-1])
-        return torch.stack(rows).float(), torch.stack(biases).float()
 
     def _commit(self, draft: RegistryState, *, t0: float, extra: dict[str, float]) -> None:
         t_fit = time.perf_counter()
@@ -433,7 +311,6 @@ def _torch_threads(n: int | None):
 
 
 def _verify_text_encoder(kit: ModelKit, encoder: TextEncoderLike, *, count: int = 4, min_cos: float = 0.99) -> None:
-    from zsp_ros.runtime.kit import BANK_FILE, KitError
 
     names = kit.categories.names[:count]
     got = torch.from_numpy(np.asarray(encoder.encode(names), dtype=np.float32))
@@ -455,12 +332,8 @@ def build_registry(kit: ModelKit, *, text_encoder: TextEncoderLike | None = None
     The kit's manifest may hold ``text_encoder.kwargs`` (constructor arguments for
     `build_text_encoder`) and ``runtime`` = {synthetic_per_category, class_weights, fit_kwargs}.
     """
-    from zsp_ros.model.primitive_generator import PrimitiveGenerator
-    from zsp_ros.runtime.kit import GENERATOR_FILE, KitError
-    from zsp_ros.runtime.state_store import StateStore
 
     if text_encoder is None:
-        from zsp_ros.semantics.build import build_text_encoder
         text_encoder = build_text_encoder(kit.text_encoder_id, **kit.manifest["text_encoder"].get("kwargs", {}))
     try:
         generator = PrimitiveGenerator(**kit.generator_config)

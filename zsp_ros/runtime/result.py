@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
+from zsp_ros.data.coco_format import id2rgb
+from zsp_ros.evaluation.predict import segments_info
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,7 @@ class Segment:
     area: int
     bbox: tuple[int, int, int, int]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "category_id": self.category_id, "name": self.name, "score": self.score,
                 "isthing": self.isthing, "area": self.area, "bbox": list(self.bbox)}
 
@@ -49,13 +53,12 @@ class SegmentationResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     def panoptic_rgb(self) -> np.ndarray:
-        """uint8 [H,W,3] COCO panoptic PNG encoding: id = R + 256 G + 256² B."""
-        ids = self.panoptic.astype(np.uint32)
-        return np.stack([ids & 255, (ids >> 8) & 255, (ids >> 16) & 255], axis=-1).astype(np.uint8)
+        """uint8 [H,W,3] COCO panoptic PNG encoding: id = R + 256 G + 256² B (zsp_ros.data.coco_format.id2rgb)."""
+        return id2rgb(self.panoptic)
 
-    def coco_annotation(self, *, image_id: int | str, file_name: str) -> dict:
+    def coco_annotation(self, *, image_id: int | str, file_name: str) -> dict[str, Any]:
         """This image's entry in a COCO panoptic JSON "annotations" list (``file_name``: its PNG)."""
+        # arg-type: Segment is frozen (read-only fields) and evaluation.predict.PanopticSegment declares
+        # settable attributes; its members should be read-only properties (not this package's file)
         return {"image_id": image_id, "file_name": file_name,
-                "segments_info": [{"id": s.id, "category_id": s.category_id, "iscrowd": 0,
-                                   "bbox": list(s.bbox), "area": s.area, "score": s.score}
-                                  for s in self.segments]}
+                "segments_info": segments_info(self.segments)}  # type: ignore[arg-type]

@@ -21,16 +21,25 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from zsp_ros.runtime import postprocess_kernels as kernels
+from zsp_ros.inference import host_ops
+from zsp_ros.inference.postprocess import (
+    DEFAULT_OBJECT_MASK_THRESHOLD,
+    DEFAULT_OVERLAP_THRESHOLD,
+    SegmentDict,
+    keep_queries,
+    panoptic_from_kept,
+    semantic_labels,
+)
+from zsp_ros.inference.preprocess import Geometry, preprocess
+from zsp_ros.inference.resize import MaskUpsampler, NearestResize
+from zsp_ros.kit.model_kit import load_kit
 from zsp_ros.runtime.backends import Backend, build_backend
-from zsp_ros.runtime.postprocess import keep_queries, panoptic_from_kept, semantic_labels
-from zsp_ros.runtime.preprocess import Geometry, MaskUpsampler, NearestResize, preprocess
-from zsp_ros.runtime.registry import CategoryRegistry, HeadSnapshot
+from zsp_ros.runtime.registry import CategoryRegistry, HeadSnapshot, build_registry
 from zsp_ros.runtime.result import Segment, SegmentationResult
 
 
@@ -51,22 +60,20 @@ class Segmenter:
 
     def __init__(self, *, backend: Backend, registry: CategoryRegistry, short_side: int, max_long_side: int,
                  size_divisibility: int = 32, fixed_hw: tuple[int, int] | None = None,
-                 object_mask_threshold: float = 0.8, overlap_threshold: float = 0.8, semantic: bool = True):
-        if not 0.0 <= object_mask_threshold <= 1.0 or not 0.0 <= overlap_threshold <= 1.0:
-            raise ValueError(f"thresholds must lie in [0, 1], got object_mask_threshold={object_mask_threshold}, "
-                             f"overlap_threshold={overlap_threshold}")
+                 object_mask_threshold: float = DEFAULT_OBJECT_MASK_THRESHOLD,
+                 overlap_threshold: float = DEFAULT_OVERLAP_THRESHOLD, semantic: bool = True):
         self.backend = backend
         self.registry = registry
         self.short_side = int(short_side)
         self.max_long_side = int(max_long_side)
         self.size_divisibility = int(size_divisibility)
         self.fixed_hw = _fixed_hw(backend, fixed_hw)
-        self.object_mask_threshold = float(object_mask_threshold)
-        self.overlap_threshold = float(overlap_threshold)
+        self.object_mask_threshold = _unit_interval("object_mask_threshold", object_mask_threshold)
+        self.overlap_threshold = _unit_interval("overlap_threshold", overlap_threshold)
         self.semantic = bool(semantic)
         self._head_cache: tuple[HeadSnapshot, torch.Tensor, torch.Tensor, np.ndarray, np.ndarray] | None = None
-        self._frame_plans: dict[tuple, FramePlan] = {}
-        kernels.warm_up()                              # the first frame must not pay for compiling them
+        self._frame_plans: dict[tuple[tuple[int, int], Geometry, str], FramePlan] = {}
+        host_ops.warm_up()                              # the first frame must not pay for compiling them
 
     @classmethod
     def from_kit(cls, kit_dir: str | Path, *, backend: str = "torch", device: str = "cpu", precision: str = "fp32",
@@ -75,7 +82,8 @@ class Segmenter:
                  fixed_hw: tuple[int, int] | None = None, object_mask_threshold: float | None = None,
                  overlap_threshold: float | None = None, semantic: bool = True,
                  synthetic_per_category: int | None = None, fit_kwargs: dict[str, Any] | None = None,
-                 backend_options: dict[str, Any] | None = None, seed: int = 0) -> "Segmenter":
+                 backend_options: dict[str, Any] | None = None, seed: int = 0,
+                 backend_factory: Callable[..., Backend] = build_backend) -> "Segmenter":
         """Load a kit, build its backend, text encoder, generator and registry.
 
         Args:
@@ -93,15 +101,15 @@ class Segmenter:
             backend_options: extra keyword arguments for the backend factory (onnxruntime:
                 ``onnx``, ``size``, ``threads``; tensorrt: ``engine``, ``onnx``, ``size``, ``cache_dir``, ...).
             seed: seed of the synthetic embeddings.
+            backend_factory: ``(name, kit, **options) -> Backend``; `build_backend` runs finished files only,
+                zsp_ros.export.on_demand.build_backend_with_artifacts also exports / builds them first.
         """
-        from zsp_ros.runtime.kit import load_kit
-        from zsp_ros.runtime.registry import build_registry
 
         kit = load_kit(kit_dir)
         registry = build_registry(kit, text_encoder=text_encoder, state_dir=state_dir,
                                   synthetic_per_category=synthetic_per_category, fit_kwargs=fit_kwargs, seed=seed)
         try:
-            engine = build_backend(backend, kit, device=device, precision=precision, **(backend_options or {}))
+            engine = backend_factory(backend, kit, device=device, precision=precision, **(backend_options or {}))
         except BaseException:
             registry.close()
             raise
@@ -121,18 +129,28 @@ class Segmenter:
             raise
 
     # ------------------------------------------------------------------ inference
-    def segment(self, image: np.ndarray) -> SegmentationResult:
+    def segment(self, image: np.ndarray, *, object_mask_threshold: float | None = None,
+                overlap_threshold: float | None = None, semantic: bool | None = None) -> SegmentationResult:
         """Segment one image.
 
         Args:
             image: numpy uint8 [H,W,3] RGB, any size >= 1x1, contiguous or not.
+            object_mask_threshold, overlap_threshold: this frame's panoptic thresholds in [0, 1]
+                (None: the Segmenter's own).
+            semantic: compute this frame's semantic map (None: the Segmenter's own setting).
 
         Returns:
             `SegmentationResult` with maps at [H,W].
 
         Raises:
-            TypeError / ValueError: the image is not HWC uint8 RGB, or is empty (message says which).
+            TypeError / ValueError: the image is not HWC uint8 RGB, or is empty, or a threshold is
+                outside [0, 1] (message says which).
         """
+        object_mask_threshold = self.object_mask_threshold if object_mask_threshold is None \
+            else _unit_interval("object_mask_threshold", object_mask_threshold)
+        overlap_threshold = self.overlap_threshold if overlap_threshold is None \
+            else _unit_interval("overlap_threshold", overlap_threshold)
+        semantic = self.semantic if semantic is None else bool(semantic)
         t0 = time.perf_counter()
         device = getattr(self.backend, "device", "cpu")
         images, geometry = preprocess(image, short_side=self.short_side, max_long_side=self.max_long_side,
@@ -145,10 +163,12 @@ class Segmenter:
             torch.cuda.synchronize(mask_logits.device)
         t2 = time.perf_counter()
         snapshot = self.registry.snapshot          # one reference for the whole frame
-        panoptic, segments, semantic = self.postprocess(mask_logits[0], query_embeds[0], geometry, snapshot)
+        panoptic, segments, semantic_map = self.postprocess(
+            mask_logits[0], query_embeds[0], geometry, snapshot, object_mask_threshold=object_mask_threshold,
+            overlap_threshold=overlap_threshold, semantic=semantic)
         t3 = time.perf_counter()
         return SegmentationResult(
-            panoptic=panoptic, segments=segments, semantic=semantic, category_set_version=snapshot.version,
+            panoptic=panoptic, segments=segments, semantic=semantic_map, category_set_version=snapshot.version,
             timings_ms={"preprocess": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3,
                         "postprocess": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3})
 
@@ -158,42 +178,42 @@ class Segmenter:
         return torch.addmm(bias, query_embeds.float(), weight.t())
 
     def postprocess(self, mask_logits: torch.Tensor, query_embeds: torch.Tensor, geometry: Geometry,
-                    snapshot: HeadSnapshot) -> tuple[np.ndarray, list[Segment], np.ndarray | None]:
+                    snapshot: HeadSnapshot, *, object_mask_threshold: float, overlap_threshold: float,
+                    semantic: bool) -> tuple[np.ndarray, list[Segment], np.ndarray | None]:
         """One image's raw outputs -> (panoptic int32 [H,W], segments, semantic int32 [H,W] or None).
 
         Args:
             mask_logits: float [Q, Hp/4, Wp/4]; query_embeds: float [Q, E].
             geometry: from `preprocess`; snapshot: the head and categories to label with.
+            object_mask_threshold, overlap_threshold: Mask2Former's panoptic thresholds.
+            semantic: also build the semantic map.
         """
         _, _, isthing, cat_ids = self._head(snapshot, mask_logits.device)
-        plan = self._frame_plan(tuple(mask_logits.shape[-2:]), geometry, mask_logits.device)
+        mask_h, mask_w = mask_logits.shape[-2:]
+        plan = self._frame_plan((mask_h, mask_w), geometry, mask_logits.device)
         probs = self.class_logits(query_embeds, snapshot).softmax(-1)              # [Q,K+1]
-        kept, scores, labels = keep_queries(probs.cpu().numpy(), self.object_mask_threshold)
+        kept, scores, labels = keep_queries(probs.cpu().numpy(), object_mask_threshold)
         masks = mask_logits.index_select(0, torch.from_numpy(kept).to(mask_logits.device))
-        id_small, raw = panoptic_from_kept(scores, labels, plan.upsample(masks),
-                                           isthing=isthing, overlap_threshold=self.overlap_threshold)
-        id_small = id_small.numpy()                                                # int32 [rh,rw], host
+        id_tensor, raw = panoptic_from_kept(scores, labels, plan.upsample(masks),
+                                            isthing=isthing, overlap_threshold=overlap_threshold)
+        id_small = id_tensor.numpy()                                               # int32 [rh,rw], host
         segments = self._records(id_small, raw, plan.panoptic, snapshot)
         panoptic = plan.panoptic.apply(id_small)
-        semantic = None
-        if self.semantic:
+        semantic_map = None
+        if semantic:
             sh, sw = plan.semantic.small_hw
             labels_small = semantic_labels(probs, mask_logits[:, :sh, :sw])              # [sh,sw] class index
-            semantic = plan.semantic.apply(cat_ids.take(labels_small))                  # category id per pixel
-        return panoptic, segments, semantic
+            semantic_map = plan.semantic.apply(cat_ids.take(labels_small))              # category id per pixel
+        return panoptic, segments, semantic_map
 
-    def _records(self, id_small: np.ndarray, raw: list[dict], resize: NearestResize,
+    def _records(self, id_small: np.ndarray, raw: list[SegmentDict], resize: NearestResize,
                  snapshot: HeadSnapshot) -> list[Segment]:
         """Segment records with area and bbox measured on the input-resolution map, computed from the
         small map ``id_small`` int32 [h,w] (ids 1..len(raw)) and the plan that resizes it."""
         if not raw:
             return []
-        if kernels.AVAILABLE:
-            areas, boxes = kernels.segment_extents(id_small, len(raw), resize.row_weight, resize.col_weight,
-                                                   resize.first_row, resize.last_row,
-                                                   resize.first_col, resize.last_col)
-        else:
-            areas, boxes = _segment_extents_numpy(id_small, len(raw), resize)
+        areas, boxes = host_ops.segment_extents(id_small, len(raw), resize.row_weight, resize.col_weight,
+                                                resize.first_row, resize.last_row, resize.first_col, resize.last_col)
         cats = snapshot.categories.categories
         out = []
         for r in raw:
@@ -201,9 +221,10 @@ class Segmenter:
             if areas[k] <= 0:
                 continue                               # vanished when the map was shrunk to the input
             c = cats[r["class_index"]]
+            x, y, width, height = (int(v) for v in boxes[k])
             out.append(Segment(id=r["id"], category_id=c.id, name=c.name, score=float(r["score"]),
                                isthing=bool(r["isthing"]), area=int(round(areas[k])),
-                               bbox=tuple(int(v) for v in boxes[k])))
+                               bbox=(x, y, width, height)))
         return out
 
     def _frame_plan(self, mask_hw: tuple[int, int], geometry: Geometry, device: torch.device) -> "FramePlan":
@@ -216,7 +237,8 @@ class Segmenter:
             plan = self._frame_plans[key] = FramePlan(mask_hw, geometry, device)
         return plan
 
-    def _head(self, snapshot: HeadSnapshot, device: torch.device) -> tuple[torch.Tensor, ...]:
+    def _head(self, snapshot: HeadSnapshot, device: torch.device
+              ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
         """(weight, bias, isthing numpy bool [K], category ids numpy int32 [K]) of ``snapshot`` (weight and bias on
         ``device``), cached."""
         cache = self._head_cache
@@ -237,23 +259,6 @@ class Segmenter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def _segment_extents_numpy(id_small: np.ndarray, num_segments: int, resize: NearestResize
-                           ) -> tuple[np.ndarray, np.ndarray]:
-    """numpy twin of `postprocess_kernels.segment_extents`: (area float [S], box int64 [S,4] x,y,w,h)."""
-    h, w = id_small.shape
-    ids = id_small if resize.all_reached else np.where(resize.reached, id_small, 0)
-    member = ids[None] == np.arange(1, num_segments + 1, dtype=id_small.dtype)[:, None, None]   # [S,h,w]
-    # input pixels per segment: row weights . member . column weights (exact: integer sums
-    # in float32 below 2**24 pixels, float64 above); 5x faster than a weighted bincount
-    areas = (member.view(np.uint8).astype(resize.weight_dtype) @ resize.col_weight) @ resize.row_weight
-    rows, cols = member.any(2), member.any(1)                                          # [S,h], [S,w]
-    y0, y1 = rows.argmax(1), h - 1 - rows[:, ::-1].argmax(1)
-    x0, x1 = cols.argmax(1), w - 1 - cols[:, ::-1].argmax(1)
-    top, bottom = resize.first_row[y0], resize.last_row[y1]
-    left, right = resize.first_col[x0], resize.last_col[x1]
-    return areas, np.stack([left, top, right - left + 1, bottom - top + 1], 1)
 
 
 class FramePlan:
@@ -292,3 +297,11 @@ def _fixed_hw(backend: Backend, fixed_hw: tuple[int, int] | None) -> tuple[int, 
 def _to_torch(x: Any) -> torch.Tensor:
     """A backend output (numpy array or tensor) as a tensor, without a copy when possible."""
     return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+
+
+def _unit_interval(name: str, value: float) -> float:
+    """``value`` as a float in [0, 1], else ValueError naming the threshold."""
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {value}")
+    return value

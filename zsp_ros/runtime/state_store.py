@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from zsp_ros.runtime.categories import CategorySet
+from zsp_ros.kit.category_set import CategorySet
 from zsp_ros.utils.provenance import atomic_write_bytes
 
 STATE_FILE = "registry_state.zsp"

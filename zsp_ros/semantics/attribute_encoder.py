@@ -61,7 +61,7 @@ class AttributeEncoder(TextEncoder):
 
     @classmethod
     def from_names(cls, names: Sequence[str], *, groups: Sequence[str] = ("colour", "shape")
-                   ) -> "AttributeEncoder":
+                   ) -> AttributeEncoder:
         """Infer two vocabularies from names "<first word> <rest>" (e.g. "red circle").
 
         The first word of each name goes to ``groups[0]``, the remaining words (as one entry)

@@ -15,16 +15,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from zsp_ros.semantics.attribute_encoder import AttributeEncoder
 from zsp_ros.semantics.base import TextEncoder
+from zsp_ros.semantics.clip_encoder import ClipTextEncoder
+from zsp_ros.semantics.file_encoder import FileEncoder
+from zsp_ros.semantics.minilm_encoder import MiniLMEncoder
 
 
 def _minilm(**kw: Any) -> TextEncoder:
-    from zsp_ros.semantics.minilm_encoder import MiniLMEncoder
     return MiniLMEncoder(**kw)
 
 
 def _clip(**kw: Any) -> TextEncoder:
-    from zsp_ros.semantics.clip_encoder import ClipTextEncoder
     return ClipTextEncoder(**kw)
 
 
@@ -33,12 +35,10 @@ def _clip_b16(**kw: Any) -> TextEncoder:
 
 
 def _file(**kw: Any) -> TextEncoder:
-    from zsp_ros.semantics.file_encoder import FileEncoder
     return FileEncoder(**kw)
 
 
 def _attributes(**kw: Any) -> TextEncoder:
-    from zsp_ros.semantics.attribute_encoder import AttributeEncoder
     if "names" in kw:
         names = kw.pop("names")
         if "vocabularies" in kw:

@@ -8,20 +8,20 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from zsp_ros.runtime.backends.base import Backend
+from zsp_ros.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+from zsp_ros.runtime.backends.tensorrt_backend import TensorRTBackend
+from zsp_ros.runtime.backends.torch_backend import TorchBackend
 
 
 def _torch_backend(kit: Any, **options: Any) -> Backend:
-    from zsp_ros.runtime.backends.torch_backend import TorchBackend
     return TorchBackend.from_kit(kit, **options)
 
 
 def _onnxruntime_backend(kit: Any, **options: Any) -> Backend:
-    from zsp_ros.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
     return OnnxRuntimeBackend.from_kit(kit, **options)
 
 
 def _tensorrt_backend(kit: Any, **options: Any) -> Backend:
-    from zsp_ros.runtime.backends.tensorrt_backend import TensorRTBackend
     return TensorRTBackend.from_kit(kit, **options)
 
 

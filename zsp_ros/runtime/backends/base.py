@@ -28,7 +28,7 @@ class Backend(abc.ABC):
         """Run the network.
 
         Args:
-            images: float32 [B,3,H,W], normalised (zsp_ros.runtime.preprocess), H and W multiples
+            images: float32 [B,3,H,W], normalised (zsp_ros.inference.preprocess), H and W multiples
                 of 32; a numpy array or a torch tensor.
 
         Returns:

@@ -1,8 +1,8 @@
 """onnxruntime backend: runs a fixed-size ``portable`` ONNX export of the network (CPU here, CUDA where present).
 
-The ONNX file comes from `zsp export onnx --msda portable` (engines/onnx_export.py); its metadata
-ties it to one kit and one input size. Given a kit and no file, the factory exports one into a
-temporary folder (removed by ``close``) at the requested ``size``.
+The ONNX file comes from `zsp export onnx --msda portable` (zsp_ros/export/onnx_export.py); its metadata
+ties it to one kit and one input size (onnx_contract.py). Given a kit and no file, the CLI and the node
+export one first (zsp_ros.export.on_demand) into a temporary folder that ``close`` removes.
 
 The file's input size is fixed: the Segmenter must be built with ``fixed_hw = backend.input_hw``
 (images of any size are resized to fit and padded to it).
@@ -10,13 +10,13 @@ The file's input size is fixed: the Segmenter must be built with ``fixed_hw = ba
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from zsp_ros.runtime.backends.base import Backend, check_images
+from zsp_ros.runtime.backends.onnx_contract import INPUT_NAME, OUTPUT_NAMES, check_metadata, metadata_input_hw
 
 PRECISIONS = ("fp32",)
 
@@ -39,7 +39,7 @@ class OnnxRuntimeBackend(Backend):
     """Network inference with onnxruntime on one fixed input size.
 
     Args:
-        onnx_path: a ``portable`` export (engines/onnx_export.py).
+        onnx_path: a ``portable`` export (zsp_ros/export/onnx_export.py).
         device: "cpu", or "cuda" / "cuda:N" (CUDA execution provider, when installed).
         precision: "fp32" (the exported graph's type; fp16 is TensorRT's or torch's job).
         threads: intra-op threads of the session (None: onnxruntime's default, all cores).
@@ -56,8 +56,6 @@ class OnnxRuntimeBackend(Backend):
                  threads: int | None = None, kit_sha256: str | None = None,
                  _cleanup_dir: Path | None = None) -> None:
         import onnxruntime as ort
-
-        from engines.onnx_export import INPUT_NAME, OUTPUT_NAMES, check_metadata, metadata_input_hw
 
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r}: the onnxruntime backend runs the exported fp32 graph; "
@@ -94,28 +92,18 @@ class OnnxRuntimeBackend(Backend):
 
     @classmethod
     def from_kit(cls, kit: Any, *, device: str = "cpu", precision: str = "fp32", onnx: str | Path | None = None,
-                 size: str | tuple[int, int] | None = None, threads: int | None = None) -> "OnnxRuntimeBackend":
-        """Backend for a loaded kit: ``onnx`` (a portable export of this kit) or ``size`` ("HxW": export now)."""
-        if onnx is not None:
-            return cls(onnx_path=onnx, device=device, precision=precision, threads=threads, kit_sha256=kit.sha256)
-        if size is None:
-            raise ValueError("the onnxruntime backend needs backend option onnx=PATH (from `zsp export onnx --msda "
-                             "portable`) or size='HxW' to export one from the kit now")
-        from engines.onnx_export import export_onnx, parse_size
-        from zsp_ros.runtime.backends.torch_backend import TorchBackend
+                 threads: int | None = None, cleanup_dir: str | Path | None = None) -> "OnnxRuntimeBackend":
+        """Backend for a loaded kit running ``onnx`` (a portable export of this kit).
 
-        h, w = parse_size(size) if isinstance(size, str) else (int(size[0]), int(size[1]))
-        network = TorchBackend.from_kit(kit, device="cpu").network
-        folder = Path(tempfile.mkdtemp(prefix="zsp_onnx_"))
-        try:
-            result = export_onnx(network, folder / "network.onnx", height=h, width=w, variant="portable",
-                                 kit_sha256=kit.sha256)
-            del network
-            return cls(onnx_path=result.path, device=device, precision=precision, threads=threads,
-                       kit_sha256=kit.sha256, _cleanup_dir=folder)
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
+        ``cleanup_dir``: a folder this backend owns and removes on ``close`` (where zsp_ros.export.on_demand
+        exported the file). Exporting is zsp_ros.export's job: `zsp export onnx --msda portable`, or
+        ``size='HxW'`` through the CLI and the node, which export first.
+        """
+        if onnx is None:
+            raise ValueError("the onnxruntime backend needs backend option onnx=PATH (from `zsp export onnx --msda "
+                             "portable`); the zsp command and the node also take size='HxW' and export one first")
+        return cls(onnx_path=onnx, device=device, precision=precision, threads=threads, kit_sha256=kit.sha256,
+                   _cleanup_dir=Path(cleanup_dir) if cleanup_dir is not None else None)
 
     def infer(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
         """float32 [1,3,H,W] with (H, W) == ``input_hw`` -> (mask_logits [1,Q,H/4,W/4], query_embeds [1,Q,E]) numpy."""

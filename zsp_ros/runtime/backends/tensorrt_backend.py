@@ -4,34 +4,37 @@ Device memory is held by torch CUDA tensors (one per engine I/O tensor, bound by
 ``set_tensor_address``) and the stream is a ``torch.cuda.Stream``: torch already owns a CUDA
 context, an allocator and streams in this process, so neither pycuda nor cuda-python is needed.
 
-An engine is run only after its sidecar (engines/engine_cache.py) matched: the TensorRT version
-and GPU in use, the requested precision, the kit (and the ONNX file, when given). Anything else is
-refused with the reasons (`StaleEngineError`). Given a kit and no engine, the factory exports the
-``plugin`` ONNX at ``size`` and builds or reuses an engine in the engine cache.
+An engine is run only after its sidecar (engine_artifact.py) matched: the TensorRT version and GPU
+in use, the requested precision, the kit (and the ONNX file, when given). Anything else is refused
+with the reasons (`StaleEngineError`). This backend never builds: zsp_ros.export.on_demand exports
+the ``plugin`` ONNX and builds or reuses an engine in the engine cache when the caller has none.
 
 Without the ``tensorrt`` package, construction fails with a one-line `TensorRTUnavailable`.
 """
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from zsp_ros.runtime.backends.base import Backend, check_images
+from zsp_ros.runtime.backends.engine_artifact import (
+    EngineKey,
+    StaleEngineError,
+    check_engine,
+    file_sha256,
+    gpu_identity,
+    import_tensorrt,
+    read_sidecar,
+    tensorrt_version,
+)
+from zsp_ros.runtime.backends.onnx_contract import INPUT_NAME, OUTPUT_NAMES
+from zsp_ros.runtime.backends.torch_backend import resolve_device
 
 LOG = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16")
-DEFAULT_CACHE = "~/.cache/zsp_ros/engines"
-
-
-def default_cache_dir() -> Path:
-    """``$ZSP_ENGINE_CACHE`` or ~/.cache/zsp_ros/engines."""
-    return Path(os.environ.get("ZSP_ENGINE_CACHE", DEFAULT_CACHE)).expanduser()
-
-
 def _torch_dtype(trt: Any, dtype: Any) -> Any:
     import torch
 
@@ -51,14 +54,13 @@ class EngineIO:
         device: where the buffers live (the engine's CUDA device).
         where: the engine's name for error messages.
 
-    The graph contract (engines/onnx_export.py) is checked: one input ``images`` [1,3,H,W] and the
+    The graph contract (onnx_contract.py) is checked: one input ``images`` [1,3,H,W] and the
     outputs ``mask_logits``, ``query_embeds``, all with static shapes.
     """
 
     def __init__(self, *, trt: Any, engine: Any, device: Any, where: str) -> None:
         import torch
 
-        from engines.onnx_export import INPUT_NAME, OUTPUT_NAMES
 
         self.context = engine.create_execution_context()
         if self.context is None:
@@ -118,14 +120,9 @@ class TensorRTBackend(Backend):
 
     def __init__(self, *, engine_path: str | Path, device: str = "cuda", precision: str = "fp16",
                  kit_sha256: str | None = None, onnx_path: str | Path | None = None) -> None:
-        from engines.engine_cache import (EngineKey, StaleEngineError, check_engine, file_sha256, gpu_identity,
-                                          read_sidecar)
-        from engines.tensorrt_builder import import_tensorrt, tensorrt_version
-
         trt = import_tensorrt()
         import torch
 
-        from zsp_ros.runtime.backends.torch_backend import resolve_device
 
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -163,38 +160,15 @@ class TensorRTBackend(Backend):
 
     @classmethod
     def from_kit(cls, kit: Any, *, device: str = "cuda", precision: str = "fp16", engine: str | Path | None = None,
-                 onnx: str | Path | None = None, size: str | tuple[int, int] | None = None,
-                 cache_dir: str | Path | None = None, msda_fp32: bool = False, workspace_mb: int = 4096,
-                 timing_cache: str | Path | None = None, rebuild: bool = True) -> "TensorRTBackend":
-        """Backend for a loaded kit.
-
-        ``engine``: run this engine (its sidecar must match the kit, TensorRT, GPU, precision).
-        Else ``onnx`` (an export of this kit) or ``size`` ("HxW": export the plugin variant into the
-        cache) is built — or reused — in ``cache_dir`` (default `default_cache_dir()`); a stale
-        cached engine is rebuilt when ``rebuild`` (the reason is logged), refused otherwise.
-        """
-        from engines.engine_cache import EngineCache
-        from engines.onnx_export import check_metadata
-        from engines.tensorrt_builder import import_tensorrt
-        from zsp_ros.runtime.backends.torch_backend import resolve_device
-
-        import_tensorrt()                                   # fail in one line before exporting anything
-        if engine is not None:
-            return cls(engine_path=engine, device=device, precision=precision, kit_sha256=kit.sha256, onnx_path=onnx)
-        cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-        if onnx is None:
-            if size is None:
-                raise ValueError("the tensorrt backend needs backend option engine=PATH, onnx=PATH or size='HxW'")
-            onnx = _export_plugin_onnx(kit, size, cache)
-        check_metadata(onnx, kit_sha256=kit.sha256)
-        dev = resolve_device(device)
-        result = EngineCache(cache).get_or_build(onnx, precision=precision, msda_fp32=msda_fp32,
-                                                 workspace_mb=workspace_mb, timing_cache=timing_cache,
-                                                 device_index=dev.index or 0, rebuild=rebuild)
-        if result.status != "hit":
-            LOG.warning("TensorRT engine %s %s: %s", result.engine_path, result.status, result.reason)
-        return cls(engine_path=result.engine_path, device=device, precision=precision, kit_sha256=kit.sha256,
-                   onnx_path=onnx)
+                 onnx: str | Path | None = None) -> "TensorRTBackend":
+        """Backend for a loaded kit running ``engine`` (its sidecar must match the kit, TensorRT, GPU, precision;
+        with ``onnx``, also that file). Building an engine is zsp_ros.export's job: `zsp engine build`, or
+        zsp_ros.export.on_demand (what the CLI and the node use for ``onnx=`` / ``size=`` without an engine)."""
+        import_tensorrt()                                   # fail in one line before anything else
+        if engine is None:
+            raise ValueError("the tensorrt backend runs a built engine: give backend option engine=PATH (`zsp engine "
+                             "build`); the zsp command and the node build one from onnx=PATH or size='HxW'")
+        return cls(engine_path=engine, device=device, precision=precision, kit_sha256=kit.sha256, onnx_path=onnx)
 
     def infer(self, images: Any) -> tuple[Any, Any]:
         """float32 [1,3,H,W] ((H, W) = ``input_hw``), numpy or torch -> (mask_logits [1,Q,H/4,W/4], query_embeds [1,Q,E])
@@ -229,18 +203,3 @@ class TensorRTBackend(Backend):
                 "msda_fp32": key.msda_fp32, "gpu": key.gpu_name}
 
 
-def _export_plugin_onnx(kit: Any, size: str | tuple[int, int], cache: Path) -> Path:
-    """The kit's plugin-variant ONNX at ``size`` in ``cache`` (exported once, reused while it matches)."""
-    from engines.onnx_export import OnnxExportError, check_metadata, export_onnx, parse_size
-    from zsp_ros.runtime.backends.torch_backend import TorchBackend
-
-    h, w = parse_size(size) if isinstance(size, str) else (int(size[0]), int(size[1]))
-    path = cache / f"kit-{kit.sha256[:12]}-{h}x{w}-plugin.onnx"
-    if path.is_file():
-        try:
-            check_metadata(path, kit_sha256=kit.sha256, variant="plugin", input_hw=(h, w))
-            return path
-        except OnnxExportError as exc:
-            LOG.warning("re-exporting %s: %s", path, exc)
-    network = TorchBackend.from_kit(kit, device="cpu").network
-    return export_onnx(network, path, height=h, width=w, variant="plugin", kit_sha256=kit.sha256).path

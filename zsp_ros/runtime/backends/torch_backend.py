@@ -15,7 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from zsp_ros.kit.model_kit import NETWORK_FILE, KitError
+from zsp_ros.model.build import build_mask2former
 from zsp_ros.runtime.backends.base import Backend, check_images
+from zsp_ros.runtime.backends.torch_fast_path import StagedRunner
 
 PRECISIONS = ("fp32", "fp16")
 
@@ -70,7 +73,6 @@ class TorchBackend(Backend):
         self.network = network.eval().to(dev)
         self._runner = None
         if cuda:
-            from zsp_ros.runtime.backends.torch_fast_path import StagedRunner
 
             if self.channels_last:
                 self.network = self.network.to(memory_format=torch.channels_last)
@@ -83,8 +85,6 @@ class TorchBackend(Backend):
     def from_kit(cls, kit: Any, *, device: str = "cpu", precision: str = "fp32", channels_last: bool | None = None,
                  cuda_graphs: bool | None = None) -> "TorchBackend":
         """Build Mask2Former from the kit's config and load network.safetensors (no class head)."""
-        from zsp_ros.model.build import build_mask2former
-        from zsp_ros.runtime.kit import NETWORK_FILE, KitError
 
         network = build_mask2former(kit.model_config, len(kit.categories))
         head_prefix = next(f"{name}." for name, module in network.named_modules() if module is network.class_head)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from zsp_ros.model.msda import ms_deform_attn_reference
+from zsp_ros.model.msda import ms_deform_attn_reference, set_msda_core
 
 MAX_SHAPES = 4        # captured input shapes kept per runner (oldest dropped first)
 WARMUP_ITERS = 3
@@ -106,7 +106,6 @@ class StagedRunner:
         self.staged = all(hasattr(x, n) for x, n in ((network, "backbone"), (head, "pixel_decoder"), (head, "predictor")))
         self.core = HostShapeCore()
         if self.staged:
-            from zsp_ros.model.msda import set_msda_core
             set_msda_core(network, self.core)
         self.graph_status: dict[str, str] = {}
         self._graphs: OrderedDict[tuple[Any, ...], list[Callable[..., Any]]] = OrderedDict()

@@ -1,0 +1,104 @@
+"""PADing's last step at runtime: the training rows and warm start of the head refit after a category change.
+
+When names are added (or categories removed) while the robot runs, the classifier head is retrained
+on the kit's bank of real seen query embeddings plus the generator's synthetic embeddings of every
+runtime-added category (PADing's stage 3 on a compact bank). This module holds that recipe as pure
+functions of tensors; the registry (zsp_ros.runtime.registry) owns the state, the lock and persistence.
+
+Shapes: E = embedding width, K = current categories (row K of a head is no-object), M = training rows.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from zsp_ros.kit.category_set import CategorySet, name_key
+from zsp_ros.pading.synthesis import synthesize_embeddings
+
+DEFAULT_CLASS_WEIGHTS = {"seen": 1.0, "added": 5.0, "no_object": 0.1}   # PADing's retraining weights
+
+
+def synthesize_for_ids(generator: nn.Module, text: torch.Tensor, ids: Sequence[int], *, per_category: int,
+                       seed: int, embed_dim: int) -> torch.Tensor:
+    """float32 [len(ids) * per_category, E]: fake embeddings per name (text [len(ids), D]), grouped by id.
+
+    The noise of category id c is seeded with ``seed + c``: what a name gets does not depend on what
+    is added alongside it.
+    """
+    chunks = []
+    for row, cat_id in zip(text, ids):
+        fake, _ = synthesize_embeddings(generator, row[None], [cat_id], per_class=per_category, seed=seed + cat_id)
+        chunks.append(fake)
+    out = torch.cat(chunks)
+    if out.shape != (len(ids) * per_category, embed_dim):
+        raise RuntimeError(f"generator returned {list(out.shape)}, expected [{len(ids) * per_category}, {embed_dim}]")
+    return out
+
+
+def training_rows(*, categories: CategorySet, kit_categories: CategorySet, bank_embeds: torch.Tensor,
+                  bank_ids: torch.Tensor, synthetic_embeds: torch.Tensor, synthetic_ids: torch.Tensor,
+                  next_id: int, class_weights: dict[str, float]
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(embeds [M, E], labels [M] in 0..K, class weights [K + 1]) for refitting the head of ``categories``.
+
+    Args:
+        categories: the category set the head will classify (row k = ``categories.categories[k]``).
+        kit_categories: the kit's own categories (the ids its bank rows carry).
+        bank_embeds, bank_ids: the kit's real embeddings [B, E] and their category ids [B] (0 = no-object).
+        synthetic_embeds, synthetic_ids: generated rows [S, E] of the added categories and their ids [S].
+        next_id: the registry's next unused id (ids of every row are below it).
+        class_weights: {"seen", "added", "no_object"} cross-entropy weights.
+
+    Bank rows of a category no longer in the set become no-object (as the zero-shot protocol treats
+    unannotated objects), unless a category of the same name was added again: it keeps the real rows.
+    """
+    k = len(categories)
+    lut_size = max(int(bank_ids.max()) if bank_ids.numel() else 0, next_id) + 1
+    lut = torch.full((lut_size,), k, dtype=torch.int64)                # default: no-object
+    for index, c in enumerate(categories):
+        lut[c.id] = index
+    by_name = {name_key(c.name): index for index, c in enumerate(categories)}
+    for kc in kit_categories:
+        if categories.get(kc.id) is None and name_key(kc.name) in by_name:
+            lut[kc.id] = by_name[name_key(kc.name)]
+    embeds = torch.cat([bank_embeds, synthetic_embeds])
+    labels = torch.cat([lut[bank_ids], lut[synthetic_ids]])
+    weights = torch.tensor([class_weights["added"] if c.origin == "added" else class_weights["seen"]
+                            for c in categories] + [class_weights["no_object"]], dtype=torch.float32)
+    return embeds, labels, weights
+
+
+def warm_start(*, old_categories: CategorySet, old_weight: torch.Tensor, old_bias: torch.Tensor,
+               categories: CategorySet, synthetic_embeds: torch.Tensor, synthetic_ids: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Initial (weight [K+1, E], bias [K+1]) for ``categories`` from the live head (old_weight [K0+1, E]).
+
+    A kept category keeps its row; a new one starts from the mean of its synthetic embeddings scaled
+    to the live rows' mean norm (a prototype), with the mean bias; no-object keeps its row.
+    """
+    scale = old_weight[:-1].norm(dim=1).mean() if old_weight.shape[0] > 1 else torch.tensor(1.0)
+    rows, biases = [], []
+    for c in categories:
+        if old_categories.get(c.id) is not None:
+            k = old_categories.index_of(c.id)
+            rows.append(old_weight[k])
+            biases.append(old_bias[k])
+        else:
+            proto = synthetic_embeds[synthetic_ids == c.id].mean(0)
+            rows.append(proto / proto.norm().clamp(min=1e-6) * scale)
+            biases.append(old_bias[:-1].mean() if old_bias.numel() > 1 else old_bias[-1])
+    rows.append(old_weight[-1])
+    biases.append(old_bias[-1])
+    return torch.stack(rows).float(), torch.stack(biases).float()
+
+
+def head_tensors(head: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight [K+1,E], bias [K+1]) float32 CPU copies from a ClassifierHead / nn.Linear / (weight, bias) pair."""
+    if isinstance(head, tuple):
+        weight, bias = head
+    else:
+        linear = getattr(head, "linear", head)
+        weight, bias = linear.weight, linear.bias
+    return weight.detach().float().cpu().clone(), bias.detach().float().cpu().clone()
