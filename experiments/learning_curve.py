@@ -28,7 +28,7 @@ from zsp_ros.inference.postprocess import DEFAULT_OBJECT_MASK_THRESHOLD
 from zsp_ros.model.build import build_mask2former, load_config
 from zsp_ros.training import checkpoint
 from zsp_ros.training.panoptic_predict import predict_panoptic
-from zsp_ros.training.train_segmenter import score_panoptic
+from zsp_ros.training.segmenter_eval import score_panoptic
 from zsp_ros.utils.provenance import provenance, write_json
 
 

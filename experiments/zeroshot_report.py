@@ -62,7 +62,7 @@ def _get(variant: dict[str, Any] | None, metric: str, group: str | None = None) 
 
 
 def goals(variants: dict[str, dict[str, Any]], *, oracle_name: str) -> dict[str, Any]:
-    """The issue's three goals on the means: PADing unseen PQ >= 2x GMMN's and >= 0.5x the oracle's;
+    """The benchmark's three goals on the means: PADing unseen PQ >= 2x GMMN's and >= 0.5x the oracle's;
     PADing seen PQ within 3 points of seen_only's."""
     pading_u = _get(variants.get("pading"), "PQ", "unseen")
     gmmn_u = _get(variants.get("gmmn"), "PQ", "unseen")
@@ -145,7 +145,7 @@ def markdown(report: dict[str, Any]) -> str:
             text = "n/a" if value is None else ("inf" if value == math.inf else f"{value:.2f}")
             met = {True: "met", False: "NOT met", None: "n/a"}[item.get("met")]
             return f"{text} (goal {item['goal']}: {met})"
-        lines += ["", "## Goals (issue 6)", "",
+        lines += ["", "## Goals", "",
                   f"- PADing unseen PQ / GMMN unseen PQ: {show(g['pading_over_gmmn_unseen_pq'])}",
                   f"- PADing unseen PQ / {g['pading_over_oracle_unseen_pq']['oracle']} unseen PQ: "
                   f"{show(g['pading_over_oracle_unseen_pq'])}",

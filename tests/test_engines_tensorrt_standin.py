@@ -176,9 +176,9 @@ def test_damaged_foreign_or_undocumented_engines_are_refused(trt, exports, tmp_p
 
 
 def test_backend_refuses_a_stale_engine_before_deserializing_it(trt, exports, tmp_path, monkeypatch):
-    from zsp_ros.runtime.backends import tensorrt_backend, torch_backend
+    from zsp_ros.runtime.backends import tensorrt_backend
 
-    monkeypatch.setattr(torch_backend, "resolve_device", lambda device: torch.device("cuda", 0))
+    monkeypatch.setattr(tensorrt_backend, "resolve_device", lambda device: torch.device("cuda", 0))
     engine = EngineCache(tmp_path).get_or_build(exports["plugin"], precision="fp16").engine_path
     trt.__version__ = "10.14.1"
     with pytest.raises(StaleEngineError, match="tensorrt_version"):
@@ -189,7 +189,7 @@ def test_backend_refuses_a_stale_engine_before_deserializing_it(trt, exports, tm
     with pytest.raises(StaleEngineError, match="kit"):
         tensorrt_backend.TensorRTBackend(engine_path=engine, device="cuda", precision="fp16", kit_sha256="c" * 64)
     assert ("deserialize",) not in trt.CALLS
-    monkeypatch.setattr(torch_backend, "resolve_device", lambda device: torch.device("cpu"))
+    monkeypatch.setattr(tensorrt_backend, "resolve_device", lambda device: torch.device("cpu"))
     with pytest.raises(ValueError, match="CUDA GPU only"):
         tensorrt_backend.TensorRTBackend(engine_path=engine, device="cpu")
 

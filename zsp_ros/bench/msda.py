@@ -1,8 +1,8 @@
 """`zsp bench msda`: the fused deformable-attention core vs the grid_sample-per-level reference.
 
 Shapes are those of Mask2Former R50's pixel-decoder encoder on a COCO test image: an 800×1088
-(H×W) padded input gives levels at strides 8/16/32 of H×W = 100×136, 50×68, 25×34 (the issue's
-"136×100, 68×50, 34×25" lists them as W×H), S = 17,850 tokens, one query per token (Lq = S),
+(H×W) padded input gives levels at strides 8/16/32 of H×W = 100×136, 50×68, 25×34 (as W×H:
+136×100, 68×50, 34×25), S = 17,850 tokens, one query per token (Lq = S),
 M = 8 heads of D = 32, P = 4 points. Sampling locations are made as the encoder makes them: each
 query's own pixel centre plus Deformable-DETR-style offsets (a ring of 1..P pixels per head) and
 Gaussian jitter of 1 pixel, so memory access has the locality of the real layer.

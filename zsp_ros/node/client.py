@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+if TYPE_CHECKING:
+    from rclpy.client import Client
 
 NODE_NAME = "zsp_node"
 
@@ -98,7 +101,7 @@ class ZspClient:
     # ------------------------------------------------------------------ services
     def call(self, srv_type: Any, name: str, request: Any, *, timeout: float = 60.0) -> Any:
         """Call service ``name``; its response, or TimeoutError saying which step timed out."""
-        client = self.node.create_client(srv_type, name)
+        client: Client[Any, Any] = self.node.create_client(srv_type, name)
         try:
             if not client.wait_for_service(timeout_sec=timeout):
                 raise TimeoutError(f"service {name!r} not available within {timeout:.0f} s")
@@ -123,8 +126,9 @@ class ZspClient:
         """zsp_node's lifecycle state label ("unconfigured", "inactive", "active", ...)."""
         from lifecycle_msgs.srv import GetState
 
-        return self.call(GetState, f"{self.node_path}/get_state", GetState.Request(),
-                         timeout=timeout).current_state.label
+        label: str = self.call(GetState, f"{self.node_path}/get_state", GetState.Request(),
+                               timeout=timeout).current_state.label
+        return label
 
     def set_parameter(self, name: str, value: Any, *, timeout: float = 60.0) -> Any:
         """Set one parameter of zsp_node; rcl_interfaces/SetParametersResult (successful, reason)."""
@@ -142,7 +146,8 @@ class ZspClient:
         return self.call(AddCategories, "add_categories",
                          AddCategories.Request(names=list(names), isthing=list(isthing or [])), timeout=timeout)
 
-    def remove_categories(self, names: list[str] = (), ids: list[int] = (), *, timeout: float = 120.0) -> Any:
+    def remove_categories(self, names: Sequence[str] = (), ids: Sequence[int] = (), *,
+                          timeout: float = 120.0) -> Any:
         from zsp_msgs.srv import RemoveCategories
         return self.call(RemoveCategories, "remove_categories",
                          RemoveCategories.Request(names=list(names), ids=list(ids)), timeout=timeout)
@@ -159,7 +164,7 @@ class ZspClient:
         self.context.try_shutdown()
         self._thread.join(timeout=5.0)
 
-    def __enter__(self) -> "ZspClient":
+    def __enter__(self) -> ZspClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:

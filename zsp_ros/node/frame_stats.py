@@ -30,7 +30,7 @@ class FrameStats:
         self.dropped = 0
         self.failed = 0
         self.malformed: dict[str, int] = {}
-        self._latency = {stage: deque(maxlen=window) for stage in STAGES}
+        self._latency: dict[str, deque[float]] = {stage: deque(maxlen=window) for stage in STAGES}
         self._done_at: deque[float] = deque(maxlen=4096)
 
     def on_received(self, *, replaced: bool) -> None:

@@ -27,7 +27,7 @@ class ChildProgram:
         env_extra: environment variables added to this process's environment.
     """
 
-    def __init__(self, *, name: str, module: str, args: Sequence[str], log_path: str | os.PathLike,
+    def __init__(self, *, name: str, module: str, args: Sequence[str], log_path: str | os.PathLike[str],
                  env_extra: dict[str, str] | None = None) -> None:
         self.name = name
         self.log_path = Path(log_path)
@@ -84,7 +84,7 @@ class ChildProgram:
         self._log.close()
         return code
 
-    def __enter__(self) -> "ChildProgram":
+    def __enter__(self) -> ChildProgram:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -100,7 +100,7 @@ def ros_args(namespace: str, parameters: dict[str, object] | None = None) -> lis
     return args
 
 
-def stop_process_group(proc: subprocess.Popen, *, grace_s: float) -> int:
+def stop_process_group(proc: subprocess.Popen[bytes] | subprocess.Popen[str], *, grace_s: float) -> int:
     """End a child started in its own session: SIGINT, then SIGTERM, then SIGKILL to its process
     group, each after ``grace_s`` seconds without exit. Returns the exit code. Idempotent."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):

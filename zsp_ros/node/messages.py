@@ -121,7 +121,7 @@ def diagnostic_message(*, name: str, hardware_id: str, level: str, summary: str,
 
 # ------------------------------------------------------------------ reverse (clients, tests)
 
-def panoptic_from_message(msg: Any) -> tuple[np.ndarray, list[dict]]:
+def panoptic_from_message(msg: Any) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """(id map int32 [H,W], segments as dicts) from a zsp_msgs/PanopticSegmentation.
 
     Each dict: id, category_id, label, score, isthing, area, bbox [x, y, w, h].
@@ -134,7 +134,7 @@ def panoptic_from_message(msg: Any) -> tuple[np.ndarray, list[dict]]:
     return ids, segments
 
 
-def category_set_from_message(msg: Any) -> dict:
+def category_set_from_message(msg: Any) -> dict[str, Any]:
     """{"version", "text_encoder", "categories": [{id, name, isthing, origin}]} from zsp_msgs/CategorySet."""
     names = {v: k for k, v in ORIGIN_CODES.items()}
     return {"version": int(msg.version), "text_encoder": msg.text_encoder,

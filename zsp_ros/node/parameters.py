@@ -271,7 +271,7 @@ def node_section(document: Any, *, source: str) -> dict[str, Any]:
     return dict(entry["ros__parameters"])
 
 
-def load_defaults(path: str | os.PathLike | None = None) -> dict[str, Any]:
+def load_defaults(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The default of every parameter, from ``path`` (default: `default_config_path`).
 
     Raises ValueError naming the file when a parameter is missing, unknown, or has a bad default.

@@ -115,8 +115,8 @@ def numpy_to_image(array_: np.ndarray, encoding: str, header: Any = None) -> Any
     return msg
 
 
-def _to_byte_array(arr: np.ndarray) -> array.array:
+def _to_byte_array(arr: np.ndarray) -> array.array[int]:
     """One memcpy into the array.array('B') rclpy stores (no per-byte Python checks)."""
     out = array.array("B")
-    out.frombytes(memoryview(arr).cast("B"))
+    out.frombytes(arr.data.cast("B"))             # arr.data: memoryview(arr)
     return out

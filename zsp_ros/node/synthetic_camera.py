@@ -49,19 +49,21 @@ def main(args: list[str] | None = None) -> int:
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
         pub = node.create_publisher(Image, "image", qos)
         messages = [numpy_to_image(image, "rgb8") for image in images]
-        state = {"frame": 0, "started": None}
+        frame = 0
+        started: float | None = None
 
         def tick() -> None:
-            if pub.get_subscription_count() == 0 and state["started"] is None:
+            nonlocal frame, started
+            if pub.get_subscription_count() == 0 and started is None:
                 return
-            state["started"] = state["started"] or time.monotonic()
-            index = state["frame"] % len(messages)
+            started = started or time.monotonic()
+            index = frame % len(messages)
             msg = messages[index]
             msg.header.stamp = node.get_clock().now().to_msg()
             msg.header.frame_id = opts.frame_id
             pub.publish(msg)
             print(f"SENT {msg.header.stamp.sec} {msg.header.stamp.nanosec} {index}", flush=True)
-            state["frame"] += 1
+            frame += 1
 
         node.create_timer(1.0 / opts.rate, tick)
         node.get_logger().info(f"{len(messages)} pictures {images.shape[2]}x{images.shape[1]} at {opts.rate:g} Hz "

@@ -20,12 +20,13 @@ Ids are stable: a new category gets max(every id ever used) + 1; removed ids are
 """
 from __future__ import annotations
 
+import builtins
 import contextlib
 import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -143,7 +144,7 @@ class CategoryRegistry:
         return self._snapshot.categories
 
     # ------------------------------------------------------------------ writers
-    def add(self, names: Sequence[str], isthing: bool | Sequence[bool] | None = None) -> list[Category]:
+    def add(self, names: Sequence[str], isthing: bool | Sequence[bool] | None = None) -> builtins.list[Category]:
         """Add categories by name; returns them with their new ids. Raises CategoryError on a bad request.
 
         ``isthing``: None or empty = all things; a bool for all; or one bool per name.
@@ -175,7 +176,7 @@ class CategoryRegistry:
             self._commit(draft, t0=t0, extra={"encode": (t1 - t0) * 1e3, "generate": (t2 - t1) * 1e3})
             return list(new)
 
-    def remove(self, names_or_ids: Sequence[str | int]) -> list[int]:
+    def remove(self, names_or_ids: Sequence[str | int]) -> builtins.list[int]:
         """Remove categories (seen or added) by name or id; returns the removed ids. Retrains the head."""
         with self._write_lock, _torch_threads(self.train_threads):
             t0 = time.perf_counter()
@@ -216,7 +217,7 @@ class CategoryRegistry:
             self.store.close()
 
     # ------------------------------------------------------------------ internals
-    def _generate(self, text: torch.Tensor, ids: list[int]) -> torch.Tensor:
+    def _generate(self, text: torch.Tensor, ids: builtins.list[int]) -> torch.Tensor:
         """float32 [len(ids)*N, E]: N fake embeddings per name (zsp_ros.pading.runtime_refit)."""
         return synthesize_for_ids(self.generator, text, ids, per_category=self.synthetic_per_category, seed=self.seed,
                                   embed_dim=self.kit.embed_dim)
@@ -297,7 +298,7 @@ class CategoryRegistry:
 
 
 @contextlib.contextmanager
-def _torch_threads(n: int | None):
+def _torch_threads(n: int | None) -> Iterator[None]:
     """Run the block with ``n`` torch intra-op threads in this thread (None: leave as is)."""
     if n is None:
         yield

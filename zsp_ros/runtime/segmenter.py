@@ -83,7 +83,7 @@ class Segmenter:
                  overlap_threshold: float | None = None, semantic: bool = True,
                  synthetic_per_category: int | None = None, fit_kwargs: dict[str, Any] | None = None,
                  backend_options: dict[str, Any] | None = None, seed: int = 0,
-                 backend_factory: Callable[..., Backend] = build_backend) -> "Segmenter":
+                 backend_factory: Callable[..., Backend] = build_backend) -> Segmenter:
         """Load a kit, build its backend, text encoder, generator and registry.
 
         Args:
@@ -227,7 +227,7 @@ class Segmenter:
                                bbox=(x, y, width, height)))
         return out
 
-    def _frame_plan(self, mask_hw: tuple[int, int], geometry: Geometry, device: torch.device) -> "FramePlan":
+    def _frame_plan(self, mask_hw: tuple[int, int], geometry: Geometry, device: torch.device) -> FramePlan:
         """The cached resizing plans for one (mask size, geometry, device): one per camera resolution."""
         key = (mask_hw, geometry, str(device))
         plan = self._frame_plans.get(key)
@@ -254,7 +254,7 @@ class Segmenter:
         self.backend.close()
         self.registry.close()
 
-    def __enter__(self) -> "Segmenter":
+    def __enter__(self) -> Segmenter:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -48,17 +48,15 @@ from typing import Any
 
 import torch
 
-from zsp_ros.data.categories import read_split
 from zsp_ros.data.coco_datasets import RandomResizeCrop, world_dataset
 from zsp_ros.data.coco_real import COCO_PROTOCOLS, coco_training_dataset
 from zsp_ros.data.large_scale_jitter import LargeScaleJitter
-from zsp_ros.evaluation.panoptic_quality import evaluate_panoptic
 from zsp_ros.model.build import build_mask2former, load_config
 from zsp_ros.training import checkpoint, distributed, loop
 from zsp_ros.training.criterion import build_criterion
 from zsp_ros.training.loop import LoopSettings, run_training
 from zsp_ros.training.optim import build_optimizer, build_scheduler
-from zsp_ros.training.panoptic_predict import predict_panoptic
+from zsp_ros.training.segmenter_eval import evaluate_run
 from zsp_ros.utils.provenance import atomic_write_bytes, provenance, seed_everything, write_json
 
 # view name -> what it trains on (zsp_ros.data.coco_datasets.world_dataset does the reading)
@@ -390,62 +388,6 @@ def _write_run_files(out_dir: Path, cfg: Mapping[str, Any], categories: list[dic
     write_json(out_dir / "provenance.json",
                {**provenance(argv), "seed": seed, "view": view, "world_size": world_size,
                 "train_images": dataset_size, **(extra or {})})
-
-
-def load_run_model(run_dir: Path, *, device: str | torch.device = "cpu"
-                   ) -> tuple[torch.nn.Module, list[dict]]:
-    """The trained model of a run directory (config.yaml + categories.json + weights)."""
-
-    run_dir = Path(run_dir)
-    cfg = load_config(run_dir / "config.yaml")
-    categories = json.loads((run_dir / "categories.json").read_text())
-    model = build_mask2former(cfg["model"], num_classes=len(categories))
-    checkpoint.load_weights(run_dir / "segmenter.safetensors", model)
-    return model.to(device).eval(), categories
-
-
-def score_panoptic(pred_json: Path, *, data_dir: Path, split: str, subset_dir: Path | None = None
-                   ) -> dict[str, Any]:
-    """PQ metrics (percent) of COCO panoptic predictions against ``DATA/annotations/panoptic_<split>``.
-
-    With ``subset_dir``, only the predicted images are scored (a ground-truth JSON restricted to
-    them is written there), for runs that predicted the first N images."""
-
-    gt_json = Path(data_dir) / "annotations" / f"panoptic_{split}.json"
-    if subset_dir is not None:
-        gt = json.loads(gt_json.read_text())
-        keep = {a["image_id"] for a in json.loads(Path(pred_json).read_text())["annotations"]}
-        gt["images"] = [im for im in gt["images"] if im["id"] in keep]
-        gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] in keep]
-        gt.setdefault("info", {})["segmentations_folder"] = str(
-            (gt_json.parent / f"panoptic_{split}").resolve())
-        gt_json = Path(subset_dir) / f"gt_panoptic_{split}_first{len(keep)}.json"
-        gt_json.write_text(json.dumps(gt))
-    return evaluate_panoptic(gt_json, pred_json, read_split(Path(data_dir) / "split.json"))
-
-
-def evaluate_run(run_dir: Path, *, data_dir: Path, device: str = "auto", split: str = "val",
-                 limit: int | None = None) -> dict[str, Any]:
-    """Predict ``split`` with the run's final weights, write COCO panoptic predictions and
-    ``metrics_panoptic.json`` under RUN_DIR/eval/; return the metrics (percent)."""
-
-    dev = distributed.pick_device(device)
-    model, categories = load_run_model(run_dir, device=dev)
-    out = Path(run_dir) / "eval"
-    t0 = time.perf_counter()
-    pred_json = predict_panoptic(model, data_dir=data_dir, categories=categories, out_dir=out,
-                                 split=split, device=dev, limit=limit)
-    seconds = time.perf_counter() - t0
-    metrics = score_panoptic(pred_json, data_dir=data_dir, split=split,
-                             subset_dir=out if limit is not None else None)
-    metrics["prediction_seconds"] = round(seconds, 2)
-    metrics["images"] = len(json.loads(pred_json.read_text())["annotations"])
-    write_json(out / "metrics_panoptic.json", metrics)
-    pq = {k: "n/a" if v is None else f"{v:.1f}" for k, v in metrics["PQ"].items()}
-    print(f"panoptic {split}: PQ all {pq['all']}  seen {pq['seen']}  unseen {pq['unseen']}  "
-          f"things {pq['things']}  stuff {pq['stuff']}  ({metrics['images']} images, "
-          f"{seconds:.1f} s) -> {out / 'metrics_panoptic.json'}")
-    return metrics
 
 
 def main(argv: list[str] | None = None) -> int:

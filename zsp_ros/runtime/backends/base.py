@@ -1,4 +1,4 @@
-"""The interface every inference backend follows (torch now; onnxruntime and TensorRT later).
+"""The interface every inference backend follows (torch, onnxruntime, TensorRT).
 
 A backend runs only the network part: normalised images in, mask logits and query embeddings
 out. The classifier head is applied outside it (by the Segmenter), so category changes never
@@ -36,7 +36,7 @@ class Backend(abc.ABC):
             torch tensors (the Segmenter accepts both).
         """
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a default no-op on purpose, not abstract
         """Release the model and device memory (default: nothing to release)."""
 
     def describe(self) -> dict[str, Any]:
@@ -54,4 +54,4 @@ def check_images(images: Any, *, where: str) -> tuple[int, int, int, int]:
         raise TypeError(f"{where}: images must be float32, got {dtype}")
     if shape[0] < 1 or shape[2] % 32 or shape[3] % 32 or shape[2] == 0 or shape[3] == 0:
         raise ValueError(f"{where}: batch must be non-empty and H, W positive multiples of 32, got {shape}")
-    return shape  # type: ignore[return-value]
+    return shape

@@ -48,7 +48,7 @@ class EngineKey:
     precision: str
     msda_fp32: bool = False
 
-    def differences(self, other: "EngineKey") -> list[str]:
+    def differences(self, other: EngineKey) -> list[str]:
         """Fields that differ, as "field: engine X, in use Y" (self = the engine's, other = what is in use)."""
         mine, theirs = asdict(self), asdict(other)
         return [f"{k}: engine {mine[k]!r}, in use {theirs[k]!r}" for k in mine if mine[k] != theirs[k]]

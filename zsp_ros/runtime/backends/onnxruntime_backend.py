@@ -92,7 +92,7 @@ class OnnxRuntimeBackend(Backend):
 
     @classmethod
     def from_kit(cls, kit: Any, *, device: str = "cpu", precision: str = "fp32", onnx: str | Path | None = None,
-                 threads: int | None = None, cleanup_dir: str | Path | None = None) -> "OnnxRuntimeBackend":
+                 threads: int | None = None, cleanup_dir: str | Path | None = None) -> OnnxRuntimeBackend:
         """Backend for a loaded kit running ``onnx`` (a portable export of this kit).
 
         ``cleanup_dir``: a folder this backend owns and removes on ``close`` (where zsp_ros.export.on_demand
@@ -118,7 +118,7 @@ class OnnxRuntimeBackend(Backend):
         return masks, embeds
 
     def close(self) -> None:
-        self.session = None  # type: ignore[assignment]
+        self.session = None
         if self._cleanup_dir is not None:
             shutil.rmtree(self._cleanup_dir, ignore_errors=True)
             self._cleanup_dir = None

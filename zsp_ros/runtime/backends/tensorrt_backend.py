@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -66,7 +66,8 @@ class EngineIO:
         if self.context is None:
             raise RuntimeError(f"{where}: could not create an execution context (GPU memory?)")
         self.buffers: dict[str, torch.Tensor] = {}
-        inputs, outputs = [], []
+        inputs: list[str] = []
+        outputs: list[str] = []
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
             shape = tuple(int(s) for s in engine.get_tensor_shape(name))
@@ -149,8 +150,8 @@ class TensorRTBackend(Backend):
             if self._engine is None:
                 raise RuntimeError(f"TensorRT {tensorrt_version(trt)} could not deserialize {engine_path}; "
                                    "see the TensorRT log above")
-            self._io = EngineIO(trt=trt, engine=self._engine, device=dev, where=str(engine_path))
-            self._stream = torch.cuda.Stream(device=dev)
+            self._io: EngineIO | None = EngineIO(trt=trt, engine=self._engine, device=dev, where=str(engine_path))
+            self._stream = torch.cuda.Stream(device=dev)  # type: ignore[no-untyped-call]  # unannotated in torch
         self.input_hw = self._io.input_hw
         self.engine_path = engine_path
         self.device = str(dev)
@@ -160,7 +161,7 @@ class TensorRTBackend(Backend):
 
     @classmethod
     def from_kit(cls, kit: Any, *, device: str = "cuda", precision: str = "fp16", engine: str | Path | None = None,
-                 onnx: str | Path | None = None) -> "TensorRTBackend":
+                 onnx: str | Path | None = None) -> TensorRTBackend:
         """Backend for a loaded kit running ``engine`` (its sidecar must match the kit, TensorRT, GPU, precision;
         with ``onnx``, also that file). Building an engine is zsp_ros.export's job: `zsp engine build`, or
         zsp_ros.export.on_demand (what the CLI and the node use for ``onnx=`` / ``size=`` without an engine)."""
@@ -185,7 +186,8 @@ class TensorRTBackend(Backend):
             current = torch.cuda.current_stream(self._dev)
             self._stream.wait_stream(current)               # the input may still be written on the current stream
             with torch.cuda.stream(self._stream):
-                masks, embeds = self._io.run(x, self._stream.cuda_stream)
+                # None only after close(): infer then fails on it, as it always did
+                masks, embeds = cast(EngineIO, self._io).run(x, self._stream.cuda_stream)
             current.wait_stream(self._stream)
             for tensor in (masks, embeds):
                 tensor.record_stream(current)

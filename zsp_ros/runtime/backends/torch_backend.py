@@ -10,7 +10,7 @@ inference is launch-bound on a GPU). Each part can be switched off (``channels_l
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ import torch
 from zsp_ros.kit.model_kit import NETWORK_FILE, KitError
 from zsp_ros.model.build import build_mask2former
 from zsp_ros.runtime.backends.base import Backend, check_images
-from zsp_ros.runtime.backends.torch_fast_path import StagedRunner
+from zsp_ros.runtime.backends.torch_fast_path import ForwardNetwork, StagedRunner
 
 PRECISIONS = ("fp32", "fp16")
 
@@ -83,7 +83,7 @@ class TorchBackend(Backend):
 
     @classmethod
     def from_kit(cls, kit: Any, *, device: str = "cpu", precision: str = "fp32", channels_last: bool | None = None,
-                 cuda_graphs: bool | None = None) -> "TorchBackend":
+                 cuda_graphs: bool | None = None) -> TorchBackend:
         """Build Mask2Former from the kit's config and load network.safetensors (no class head)."""
 
         network = build_mask2former(kit.model_config, len(kit.categories))
@@ -107,7 +107,7 @@ class TorchBackend(Backend):
             return self._runner(x)
         with torch.inference_mode(), torch.autocast(device_type=self._dev.type, dtype=torch.float16,
                                                     enabled=self.precision == "fp16"):
-            masks, embeds = self.network.forward_network(x)
+            masks, embeds = cast(ForwardNetwork, self.network).forward_network(x)   # checked in __init__
         return masks.float(), embeds.float()
 
     def close(self) -> None:

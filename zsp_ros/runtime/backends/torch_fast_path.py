@@ -17,16 +17,23 @@ Everything here is used only on CUDA; the torch backend's CPU path does not touc
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, cast
 
 import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from zsp_ros.model.mask2former import Mask2Former
 from zsp_ros.model.msda import ms_deform_attn_reference, set_msda_core
 
 MAX_SHAPES = 4        # captured input shapes kept per runner (oldest dropped first)
 WARMUP_ITERS = 3
+
+
+class ForwardNetwork(Protocol):
+    """What the torch backend runs (a module checked to have it): ``forward_network(images) -> (masks, embeds)``."""
+
+    def forward_network(self, images: Tensor) -> tuple[Tensor, Tensor]: ...
 
 
 class HostShapeCore:
@@ -58,7 +65,7 @@ def _capture(fn: Callable[..., Any], args: tuple[Any, ...], *, pool: Any) -> Cal
     """
     flat_in, in_spec = tree_flatten(args)
     static_in = [t.detach().clone() if isinstance(t, Tensor) else t for t in flat_in]
-    side = torch.cuda.Stream()
+    side = torch.cuda.Stream()  # type: ignore[no-untyped-call]  # torch.cuda.Stream.__new__ is unannotated
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         for _ in range(WARMUP_ITERS):
@@ -111,9 +118,10 @@ class StagedRunner:
         self._graphs: OrderedDict[tuple[Any, ...], list[Callable[..., Any]]] = OrderedDict()
 
     def _stages(self) -> list[tuple[str, Callable[..., Any]]]:
-        net = self.network
         if not self.staged:
-            return [("network", lambda x: net.forward_network(x))]
+            plain = cast(ForwardNetwork, self.network)
+            return [("network", lambda x: plain.forward_network(x))]
+        net = cast(Mask2Former, self.network)              # has Mask2Former's parts (``staged``)
         head = net.sem_seg_head
         return [("backbone", lambda x: (net.backbone(x),)),
                 ("pixel_decoder", lambda features: head.pixel_decoder(features)),
