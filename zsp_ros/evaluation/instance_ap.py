@@ -27,17 +27,22 @@ def _quiet():
     return contextlib.redirect_stdout(io.StringIO())
 
 
+def _read_json(path: str | os.PathLike, *, what: str) -> Any:
+    """The parsed JSON of ``path``; EvaluationInputError naming the file when missing or invalid."""
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise EvaluationInputError(f"{what} does not exist", file=path) from None
+    except json.JSONDecodeError as exc:
+        raise EvaluationInputError(f"not valid JSON: {exc}", file=path) from None
+
+
 def load_gt(gt_json: str | os.PathLike):
     """pycocotools COCO object of an instances JSON; errors name the file."""
     from pycocotools.coco import COCO
 
-    try:
-        with open(gt_json, "rb") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise EvaluationInputError("ground-truth instances JSON does not exist", file=gt_json) from None
-    except json.JSONDecodeError as exc:
-        raise EvaluationInputError(f"not valid JSON: {exc}", file=gt_json) from None
+    data = _read_json(gt_json, what="ground-truth instances JSON")
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key) if isinstance(data, dict) else None, list):
             raise EvaluationInputError(f"not a COCO instances JSON (no '{key}' list)", file=gt_json)
@@ -89,13 +94,7 @@ def evaluate_instances(gt_json: str | os.PathLike, results: str | os.PathLike | 
     file = None
     if not isinstance(results, list):
         file = results
-        try:
-            with open(results, "rb") as f:
-                results = json.load(f)
-        except FileNotFoundError:
-            raise EvaluationInputError("results JSON does not exist", file=file) from None
-        except json.JSONDecodeError as exc:
-            raise EvaluationInputError(f"not valid JSON: {exc}", file=file) from None
+        results = _read_json(results, what="results JSON")
     dets = check_results(results, coco_gt, file=file)
     in_split = {c["id"]: c for c in split["categories"]}
     cat_ids = sorted(coco_gt.cats)

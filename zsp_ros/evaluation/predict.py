@@ -30,12 +30,17 @@ from zsp_ros.utils.provenance import atomic_write_bytes
 
 
 class PanopticSegment(Protocol):
-    """One predicted segment (e.g. `zsp_ros.runtime.result.Segment`)."""
-    id: int                      # its value in the panoptic map
-    category_id: int
-    score: float
-    area: int                    # pixels
-    bbox: tuple[int, int, int, int]   # x, y, width, height (COCO)
+    """One predicted segment (e.g. `zsp_ros.runtime.result.Segment`); read-only attributes."""
+    @property
+    def id(self) -> int: ...                       # its value in the panoptic map
+    @property
+    def category_id(self) -> int: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def area(self) -> int: ...                     # pixels
+    @property
+    def bbox(self) -> tuple[int, int, int, int]: ...   # x, y, width, height (COCO)
 
 
 class PanopticResult(Protocol):

@@ -61,4 +61,4 @@ class SegmentationResult:
         # arg-type: Segment is frozen (read-only fields) and evaluation.predict.PanopticSegment declares
         # settable attributes; its members should be read-only properties (not this package's file)
         return {"image_id": image_id, "file_name": file_name,
-                "segments_info": segments_info(self.segments)}  # type: ignore[arg-type]
+                "segments_info": segments_info(self.segments)}
