@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import time
 from typing import Any
 
 import numpy as np
 
+from zsp_ros.bench.measure import device_name, memory, percentiles, synthetic_frame, timed_ms, versions
 from zsp_ros.export.on_demand import build_backend_with_artifacts
 from zsp_ros.inference.preprocess import preprocess
 from zsp_ros.kit.locate import resolve_kit
@@ -31,7 +31,7 @@ from zsp_ros.kit.model_kit import load_kit
 from zsp_ros.runtime.backends.onnx_contract import parse_size
 from zsp_ros.runtime.registry import build_registry
 from zsp_ros.runtime.segmenter import Segmenter
-from zsp_ros.utils.provenance import library_versions, machine_info, provenance, write_json
+from zsp_ros.utils.provenance import provenance, write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,22 +52,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cuda-graphs", action="store_true", help="torch on CUDA: eager instead of CUDA graphs")
 
 
-def _percentiles(values: list[float]) -> dict[str, float]:
-    a = np.asarray(values, dtype=np.float64)
-    return {"p50": round(float(np.percentile(a, 50)), 3), "p90": round(float(np.percentile(a, 90)), 3),
-            "p99": round(float(np.percentile(a, 99)), 3), "mean": round(float(a.mean()), 3), "n": int(a.size)}
-
-
-def _frame(hw: tuple[int, int]) -> np.ndarray:
-    """A camera-like uint8 RGB frame: smooth random colour blobs (deterministic)."""
-    import torch
-
-    g = torch.Generator().manual_seed(0)
-    small = torch.randint(0, 256, (1, 3, max(1, hw[0] // 16), max(1, hw[1] // 16)), generator=g).float()
-    big = torch.nn.functional.interpolate(small, size=hw, mode="bilinear", align_corners=False)
-    return big[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
-
-
 def _backend_options(args: argparse.Namespace, name: str, size: tuple[int, int]) -> dict[str, Any]:
     if name == "torch":
         return {"cuda_graphs": False} if args.no_cuda_graphs else {}
@@ -83,55 +67,14 @@ def _backend_options(args: argparse.Namespace, name: str, size: tuple[int, int])
     return options
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
-        torch.cuda.synchronize()
-
-
-def _device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        import torch
-        return torch.cuda.get_device_name(torch.device(device))
-    return str(machine_info()["cpu"])
-
-
-def _versions() -> dict[str, str]:
-
-    versions = library_versions()
-    try:
-        import tensorrt
-        versions["tensorrt"] = str(tensorrt.__version__)
-    except ImportError:
-        pass
-    return versions
-
-
-def _memory(device: str) -> dict[str, Any]:
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0      # Linux: KiB
-    out: dict[str, Any] = {"process_peak_rss_mb": round(peak_rss_mb, 1)}
-    if device.startswith("cuda"):
-        import torch
-        out["cuda_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated(torch.device(device)) / 2**20, 1)
-        out["note"] = "cuda_peak_allocated_mb counts torch allocations only (not TensorRT's own)"
-    return out
-
-
-def _timed(fn, device: str) -> float:  # noqa: ANN001
-    t0 = time.perf_counter()
-    fn()
-    _sync(device)
-    return (time.perf_counter() - t0) * 1e3
-
-
 def _record(name: str, segmenter: Any, model_ms: list[float], e2e_ms: list[float], stages: dict[str, list[float]],
             device: str, precision: str, size: tuple[int, int]) -> dict[str, Any]:
-    model, e2e = _percentiles(model_ms), _percentiles(e2e_ms)
-    return {"backend": name, "device": device, "device_name": _device_name(device), "precision": precision,
+    model, e2e = percentiles(model_ms), percentiles(e2e_ms)
+    return {"backend": name, "device": device, "device_name": device_name(device), "precision": precision,
             "size_hw": list(size), "model_ms_p50": model["p50"], "e2e_ms_p50": e2e["p50"],
             "fps": round(1000.0 / e2e["p50"], 2), "model_fps": round(1000.0 / model["p50"], 2),
             "model_ms": model, "e2e_ms": e2e,
-            "e2e_stages_ms_p50": {k: _percentiles(v)["p50"] for k, v in stages.items()},
+            "e2e_stages_ms_p50": {k: percentiles(v)["p50"] for k, v in stages.items()},
             "backend_info": segmenter.backend.describe()}
 
 
@@ -155,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
                                                     **_backend_options(args, name, size))
             segmenters[name] = Segmenter(backend=backend, registry=registry, short_side=size[0],
                                          max_long_side=max(size), size_divisibility=32, fixed_hw=size)
-        frame = _frame(size)
+        frame = synthetic_frame(size)
         images, _ = preprocess(frame, short_side=size[0], max_long_side=max(size), fixed_hw=size, device=device)
         outputs = {}
         for name, seg in segmenters.items():                      # warm-up (graphs, engines, allocators)
@@ -169,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         stages: dict[str, dict[str, list[float]]] = {n: {} for n in names}
         for _ in range(args.repeats):                              # interleaved
             for name, seg in segmenters.items():
-                model_ms[name].append(_timed(lambda: seg.backend.infer(images), device))
+                model_ms[name].append(timed_ms(lambda: seg.backend.infer(images), device))
                 t0 = time.perf_counter()
                 result = seg.segment(frame)
                 e2e_ms[name].append((time.perf_counter() - t0) * 1e3)
@@ -181,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         for seg in segmenters.values():
             seg.backend.close()
         registry.close()
-    common = {"memory": _memory(device), "versions": _versions(), "threads": args.threads,
+    common = {"memory": memory(device), "versions": versions(), "threads": args.threads,
               "kit": {"path": str(kit.root), "sha256": kit.sha256, "model": kit.model_config.get("backbone", {})},
               "load_1min": {"start": load_start, "end": os.getloadavg()[0]}, "provenance": provenance()}
     if args.compare:
