@@ -110,7 +110,7 @@ def _check_network(name: str, network: torch.nn.Module, *, hw: tuple[int, int], 
                                     "graph_stages": backend.describe().get("graph_stages", {})}
         backend.close()
     base = out["variants"]["eager_fp32"]["ms"]["p50"]
-    for variant, record in out["variants"].items():
+    for record in out["variants"].values():
         if "ms" in record and record["ms"]["p50"]:
             record["speedup_vs_eager_fp32"] = round(base / record["ms"]["p50"], 2)
     return out
@@ -119,7 +119,7 @@ def _check_network(name: str, network: torch.nn.Module, *, hw: tuple[int, int], 
 def _check_onnxruntime(kit: Any, network: torch.nn.Module, *, hw: tuple[int, int], repeats: int, work: Path,
                        dry_run: bool) -> dict[str, Any]:
     try:
-        import onnxruntime as ort                        # optional and heavy: only here
+        import onnxruntime as ort  # optional and heavy: only here
     except ImportError as exc:
         return {"skipped": f"onnxruntime not installed ({exc})"}
     providers = ort.get_available_providers()
