@@ -12,6 +12,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "runtime": ("zsp_ros.bench.runtime", "Segmenter forward, end-to-end, add-category latency"),
     "node": ("zsp_ros.bench.node", "ROS 2 node end-to-end latency over DDS"),
     "latency": ("zsp_ros.bench.latency", "backend latency percentiles (torch, onnxruntime, tensorrt)"),
+    "gpu": ("zsp_ros.bench.gpu", "GPU check: eager fp32 vs fast path (fp16, CUDA graphs) vs CPU, kit and R50"),
+    "vocabulary": ("zsp_ros.bench.vocabulary", "add-by-name quality for paraphrased and absent names"),
 }
 
 
