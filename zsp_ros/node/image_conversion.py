@@ -2,8 +2,13 @@
 
 PyPI's ``cv-bridge`` is the 2020 ROS 1 copy (breaks under numpy 2, maps 16UC1 to uint8), so the
 node uses these modules instead: image_encodings.py (layouts, conversions, the error type),
-raw_image.py (Image), compressed_image.py (CompressedImage through Pillow). This module is the
-front door: `check_picture` (cheap header check) and `to_rgb8` (decode and convert).
+raw_image.py (Image), compressed_image.py (CompressedImage through Pillow, guarded by
+compressed_headers.py), input_limits.py (how big a frame may be). This module is the front door:
+`check_picture` (cheap header check) and `to_rgb8` (decode and convert).
+
+Every failure is an ImageConversionError, never anything else; its ``cause`` is one of
+image_encodings.CAUSES, and frames over the limits have cause "too_large" and a message starting
+"image too large:".
 """
 from __future__ import annotations
 
@@ -11,40 +16,39 @@ from typing import Any
 
 import numpy as np
 
-from zsp_ros.node.compressed_image import compressed_to_numpy, parse_format
-from zsp_ros.node.image_encodings import ImageConversionError, as_byte_array, check_picture_encoding, convert_encoding
+from zsp_ros.node.compressed_image import check_compressed, compressed_to_numpy
+from zsp_ros.node.image_encodings import check_picture_encoding, convert_encoding
+from zsp_ros.node.input_limits import DEFAULT_LIMITS, InputLimits
 from zsp_ros.node.raw_image import image_to_numpy, raw_layout
 
 
-def check_picture(msg: Any) -> None:
-    """Raise ImageConversionError for what can be told wrong without decoding; O(1), copies nothing.
+def check_picture(msg: Any, *, limits: InputLimits = DEFAULT_LIMITS) -> None:
+    """Raise ImageConversionError for what can be told wrong without decoding; copies nothing.
 
-    Raw Image: the encoding (known and a picture), height/width/step and the data length.
-    CompressedImage: empty data and the ``format`` field (codec, original encoding); whether the
-    bytes decode is only known by decoding (``to_rgb8``). A message that passes may still fail
-    ``to_rgb8``; one that fails here always would.
+    Raw Image, O(1): the encoding (known and a picture), height/width/step, the data length,
+    and ``limits`` (pixels, data bytes). CompressedImage, cost independent of the pixels: the
+    data length and ``limits.max_compressed_bytes``, the ``format`` field, and the declared
+    header (PNG IHDR; JPEG segments up to the first scan) with its pixels against
+    ``limits.max_pixels``. A message that passes may still fail ``to_rgb8`` (a stream broken
+    or over the limits past its header); one that fails here always would, with the same error.
     """
     if hasattr(msg, "format"):                  # sensor_msgs/CompressedImage
-        data = as_byte_array(msg.data)
-        if data.size == 0:
-            raise ImageConversionError("data is empty (0 bytes)")
-        parse_format(msg.format, data)
+        check_compressed(msg, limits=limits)
         return
-    raw_layout(msg)
+    raw_layout(msg, limits)
     check_picture_encoding(msg.encoding)
 
 
-def to_rgb8(msg: Any) -> np.ndarray:
-    """The picture of an Image or CompressedImage as C-contiguous uint8 [H, W, 3] RGB.
+def to_rgb8(msg: Any, *, limits: InputLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """The picture of an Image or CompressedImage as C-contiguous uint8 [H, W, 3] RGB, H x W <= limits.max_pixels.
 
     Zero-copy for a tightly packed rgb8 Image; bgr/rgba/bgra/mono/16-bit grey are converted
-    (see ``convert_encoding``). Raises ImageConversionError for 8UC3, 32SC1, 32FC1 and for
-    every malformed message.
+    (see ``convert_encoding``). Raises ImageConversionError (and nothing else) for 8UC3, 32SC1,
+    32FC1, for frames over ``limits`` and for every malformed message.
     """
     if hasattr(msg, "format"):                  # sensor_msgs/CompressedImage
-        arr, encoding = compressed_to_numpy(msg)
+        arr, encoding = compressed_to_numpy(msg, limits=limits)
     else:
-        arr, encoding = image_to_numpy(msg), msg.encoding
+        arr, encoding = image_to_numpy(msg, limits=limits), msg.encoding
     check_picture_encoding(encoding)
     return np.ascontiguousarray(convert_encoding(arr, encoding, "rgb8"))
-

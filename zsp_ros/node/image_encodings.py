@@ -17,19 +17,38 @@ mono16      uint16     1         [H, W]
 ==========  =========  ========  ============================================
 
 Every malformed input anywhere in the conversion modules raises `ImageConversionError`, whose
-message names the offending field. Needs only numpy.
+message names the offending field and whose ``cause`` names the kind of failure. Needs only numpy.
 """
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
+# Why a conversion failed, for counting without reading messages:
+#   encoding    unknown encoding, or not a picture where one is needed
+#   empty       zero height/width or no data
+#   step        step smaller than a row
+#   size        data length does not match height x step, or data is not a byte buffer
+#   compressed  a CompressedImage that cannot be decoded (format field, codec, broken stream)
+#   too_large   over an InputLimits bound (message starts "image too large:")
+#   array       an array handed to a converter does not fit its encoding (output side)
+#   other       anything else
+Cause = Literal["encoding", "empty", "step", "size", "compressed", "too_large", "array", "other"]
+CAUSES: tuple[Cause, ...] = get_args(Cause)
+
 
 class ImageConversionError(ValueError):
-    """An image message or array cannot be converted; the message names the bad field."""
+    """An image message or array cannot be converted; the message names the bad field.
+
+    ``cause`` (one of ``CAUSES``) says which kind of failure it is, set by every raise site.
+    """
+
+    def __init__(self, message: str, *, cause: Cause = "other") -> None:
+        super().__init__(message)
+        self.cause: Cause = cause
 
 
 @dataclass(frozen=True)
@@ -68,7 +87,7 @@ def encoding_info(encoding: str) -> EncodingInfo:
     except (KeyError, TypeError):
         raise ImageConversionError(
             f"encoding {encoding!r} is not supported; supported encodings: "
-            f"{', '.join(ENCODINGS)}") from None
+            f"{', '.join(ENCODINGS)}", cause="encoding") from None
 
 
 def as_byte_array(data: Any, field: str = "data") -> np.ndarray:
@@ -79,15 +98,30 @@ def as_byte_array(data: Any, field: str = "data") -> np.ndarray:
         try:
             return np.asarray(data, dtype=np.uint8).reshape(-1)
         except (TypeError, ValueError, OverflowError) as exc:
-            raise ImageConversionError(
-                f"{field} must be a byte buffer or a sequence of ints in [0, 255]: {exc}") from None
+            raise _not_bytes(field, exc) from None
+
+
+def byte_length(data: Any, field: str = "data") -> int:
+    """Bytes in a message's byte buffer (or items in a list of ints), without converting it: O(1)."""
+    try:
+        return memoryview(data).nbytes
+    except TypeError:
+        try:
+            return len(data)
+        except TypeError as exc:
+            raise _not_bytes(field, exc) from None
+
+
+def _not_bytes(field: str, exc: Exception) -> ImageConversionError:
+    return ImageConversionError(
+        f"{field} must be a byte buffer or a sequence of ints in [0, 255]: {exc}", cause="size")
 
 
 def check_picture_encoding(encoding: str) -> None:
     if encoding not in PICTURE_ENCODINGS:
         raise ImageConversionError(
             f"encoding {encoding!r} cannot be shown as RGB (not a colour or grey picture); "
-            f"publish one of {', '.join(sorted(PICTURE_ENCODINGS))}")
+            f"publish one of {', '.join(sorted(PICTURE_ENCODINGS))}", cause="encoding")
 
 
 def convert_encoding(arr: np.ndarray, src: str, dst: str) -> np.ndarray:
@@ -106,13 +140,13 @@ def convert_encoding(arr: np.ndarray, src: str, dst: str) -> np.ndarray:
         if enc not in PICTURE_ENCODINGS:
             raise ImageConversionError(
                 f"{name} encoding {enc!r} has no colour meaning; convertible encodings: "
-                f"{', '.join(sorted(PICTURE_ENCODINGS))}")
+                f"{', '.join(sorted(PICTURE_ENCODINGS))}", cause="encoding")
     info = ENCODINGS[src]
     want_shape_tail = (info.channels,) if info.channels > 1 else ()
     if arr.dtype != info.dtype or arr.ndim != 2 + len(want_shape_tail) \
             or arr.shape[2:] != want_shape_tail:
         raise ImageConversionError(
-            f"array of shape {arr.shape} and dtype {arr.dtype} does not fit encoding {src!r}")
+            f"array of shape {arr.shape} and dtype {arr.dtype} does not fit encoding {src!r}", cause="array")
     if src == dst or {src, dst} <= GRAY8 or {src, dst} <= GRAY16:
         return arr
 

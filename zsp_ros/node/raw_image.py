@@ -1,7 +1,8 @@
 """sensor_msgs/Image <-> numpy: layout checks, zero-copy views, tightly packed messages.
 
 ``image_to_numpy`` honours ``step`` (padded rows) and ``is_bigendian`` and, where the data is
-already native-endian, returns a zero-copy view of ``msg.data``. ``numpy_to_image`` builds a
+already native-endian, returns a zero-copy view of ``msg.data``; frames over the InputLimits
+(pixels, data bytes) are refused from the header fields alone, before the data is touched. ``numpy_to_image`` builds a
 tightly packed (``step = width * pixel bytes``), native-endian message. Layouts: image_encodings.py.
 """
 from __future__ import annotations
@@ -16,31 +17,46 @@ from zsp_ros.node.image_encodings import (
     EncodingInfo,
     ImageConversionError,
     as_byte_array,
+    byte_length,
     encoding_info,
 )
+from zsp_ros.node.input_limits import DEFAULT_LIMITS, InputLimits
 
 
-def raw_layout(msg: Any) -> tuple[EncodingInfo, int, int, int, np.ndarray]:
-    """(encoding info, height, width, step, data as a uint8 view) of a raw Image, checked against each other."""
+def raw_layout(msg: Any, limits: InputLimits = DEFAULT_LIMITS) -> tuple[EncodingInfo, int, int, int, np.ndarray]:
+    """(encoding info, height, width, step, data as a uint8 view) of a raw Image, checked against each other.
+
+    The size limits are checked from the header fields and ``len(data)`` before the data is
+    converted (a list of ints would be copied).
+    """
     info = encoding_info(msg.encoding)
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         raise ImageConversionError(
-            f"image is empty: height={height}, width={width} (both must be > 0)")
+            f"image is empty: height={height}, width={width} (both must be > 0)", cause="empty")
+    if width * height > limits.max_pixels:
+        raise ImageConversionError(
+            f"image too large: Image of {width} x {height} (width x height) = {width * height} pixels, "
+            f"over max_pixels={limits.max_pixels}", cause="too_large")
+    size = byte_length(msg.data)
+    if size > limits.max_raw_bytes:
+        raise ImageConversionError(
+            f"image too large: Image data has {size} bytes, over max_raw_bytes={limits.max_raw_bytes}",
+            cause="too_large")
     row_bytes = width * info.pixel_bytes
     if step < row_bytes:
         raise ImageConversionError(
             f"step={step} is smaller than width x pixel bytes = {width} x {info.pixel_bytes} "
-            f"= {row_bytes} for encoding {msg.encoding!r}")
+            f"= {row_bytes} for encoding {msg.encoding!r}", cause="step")
     raw = as_byte_array(msg.data)                    # a view for buffers: no copy
     if raw.size != height * step:
         raise ImageConversionError(
             f"data has {raw.size} bytes but height x step = {height} x {step} = "
-            f"{height * step} for encoding {msg.encoding!r}")
+            f"{height * step} for encoding {msg.encoding!r}", cause="size")
     return info, height, width, step, raw
 
 
-def image_to_numpy(msg: Any, *, copy: bool = False) -> np.ndarray:
+def image_to_numpy(msg: Any, *, copy: bool = False, limits: InputLimits = DEFAULT_LIMITS) -> np.ndarray:
     """Decode a ``sensor_msgs/Image`` into a native-endian array (layout: module docstring).
 
     Args:
@@ -48,15 +64,17 @@ def image_to_numpy(msg: Any, *, copy: bool = False) -> np.ndarray:
         copy: if False (default) the result is a view of ``msg.data`` whenever no byte
             swap is needed (it may then be non-contiguous for padded rows and read-only
             for ``bytes`` data); if True it is always a fresh C-contiguous array.
+        limits: size bounds (pixels, data bytes) checked before the data is read.
 
     Returns:
         [H, W] for one-channel encodings, else [H, W, C].
 
     Raises:
-        ImageConversionError: unknown ``encoding``; zero ``height`` or ``width``; ``step``
-            smaller than width x pixel bytes; ``data`` length different from height x step.
+        ImageConversionError: unknown ``encoding``; zero ``height`` or ``width``; over
+            ``limits`` (cause "too_large"); ``step`` smaller than width x pixel bytes;
+            ``data`` length different from height x step.
     """
-    info, height, width, step, raw = raw_layout(msg)
+    info, height, width, step, raw = raw_layout(msg, limits)
 
     big = bool(msg.is_bigendian)
     dtype = info.dtype.newbyteorder(">" if big else "<") if info.dtype.itemsize > 1 else info.dtype
@@ -93,14 +111,14 @@ def numpy_to_image(array_: np.ndarray, encoding: str, header: Any = None) -> Any
     if arr.ndim != want_ndim or (want_ndim == 3 and arr.shape[2] != info.channels):
         want = "[H, W]" if info.channels == 1 else f"[H, W, {info.channels}]"
         raise ImageConversionError(
-            f"array shape {arr.shape} does not fit encoding {encoding!r}: expected {want}")
+            f"array shape {arr.shape} does not fit encoding {encoding!r}: expected {want}", cause="array")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ImageConversionError(f"array is empty: shape {arr.shape}")
+        raise ImageConversionError(f"array is empty: shape {arr.shape}", cause="empty")
     if arr.dtype != info.dtype:
         if not np.can_cast(arr.dtype, info.dtype, casting="safe"):
             raise ImageConversionError(
                 f"array dtype {arr.dtype} cannot be stored losslessly as {info.dtype} "
-                f"(encoding {encoding!r}); convert it first")
+                f"(encoding {encoding!r}); convert it first", cause="array")
         arr = arr.astype(info.dtype)
     arr = np.ascontiguousarray(arr)             # no copy when already packed and native
 
