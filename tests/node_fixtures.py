@@ -12,6 +12,11 @@ added at runtime (before, it is labelled with its closest seen category, "blue s
 The child node process registers the two stand-ins in the runtime's plain-dict registries
 (BACKENDS["quadrant-test"], TEXT_ENCODERS["fake-words-16"]) and then runs zsp_ros.node.main.main
 (the ``zsp_node`` entry point), or ``zsp node`` when ZSP_TEST_ENTRY=cli.
+
+Poisoning (tests of the node's supervision): when the environment names a file in ZSP_TEST_POISON
+and that file exists, every network forward reads it: "raise" raises RuntimeError, "die" raises a
+BaseException (`PoisonPill`, which ends the inference thread), "sleep S" sleeps S seconds (a hang).
+Remove the file and the network is healthy again.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ KIT_BACKEND = "quadrant-test"
 SLOW_FIT = {"optimizer": "adam", "steps": 1000, "lr": 0.02}
 
 NODE_PROGRAM = r'''
-import os, sys
+import os, sys, time
 sys.path.insert(0, os.environ["ZSP_TEST_DIR"])
 import torch
 torch.set_num_threads(1)
@@ -38,8 +43,27 @@ from zsp_ros.runtime.backends.torch_backend import TorchBackend
 from zsp_ros.semantics.build import TEXT_ENCODERS
 
 
+class PoisonPill(BaseException):
+    """Not an Exception: nothing but a thread's end catches it."""
+
+
+class PoisonableNetwork(QuadrantNetwork):
+    def forward_network(self, images):
+        poison = os.environ.get("ZSP_TEST_POISON")
+        if poison and os.path.exists(poison):
+            with open(poison) as f:
+                kind = f.read().strip()
+            if kind == "raise":
+                raise RuntimeError("poisoned by the test")
+            if kind == "die":
+                raise PoisonPill("the test ends the inference thread")
+            if kind.startswith("sleep"):
+                time.sleep(float(kind.split()[1]))
+        return super().forward_network(images)
+
+
 def quadrant_backend(kit, device="cpu", precision="fp32"):
-    network = QuadrantNetwork()
+    network = PoisonableNetwork()
     network.load_state_dict(kit.network_state_dict())
     return TorchBackend(network=network, device=device, precision=precision)
 
@@ -54,8 +78,10 @@ sys.exit(main(sys.argv[1:]))
 '''
 
 
-def make_quadrant_kit(root: Path) -> Path:
-    """Write the quadrant kit (module docstring) to ``root``/kit and return its path."""
+def make_quadrant_kit(root: Path, *, fit_kwargs: dict[str, Any] | None = None) -> Path:
+    """Write the quadrant kit (module docstring) to ``root``/kit and return its path.
+
+    ``fit_kwargs``: the kit's runtime refit settings (default SLOW_FIT, an add of about a second)."""
     from runtime_fakes import GENERATOR_CONFIG, SEEN, FakeTextEncoder, QuadrantNetwork, make_generator, make_kit
 
     from zsp_ros.kit.model_kit import load_kit, save_kit
@@ -75,7 +101,8 @@ def make_quadrant_kit(root: Path) -> Path:
                     generator_state=base.generator_state_dict(), bank_embeds=base.bank_embeds,
                     bank_category_ids=base.bank_category_ids, text_embeds=base.text_embeds, categories=SEEN,
                     text_encoder_id=encoder.identifier, text_encoder_dim=encoder.dim, short_side=64,
-                    max_long_side=128, runtime={"synthetic_per_category": 16, "fit_kwargs": SLOW_FIT})
+                    max_long_side=128, runtime={"synthetic_per_category": 16,
+                                                "fit_kwargs": SLOW_FIT if fit_kwargs is None else fit_kwargs})
 
 
 def node_args(namespace: str, **overrides: Any) -> list[str]:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from zsp_ros.kit.checks import STAND_IN_NETWORKS
 from zsp_ros.kit.model_kit import load_kit, save_kit
 
 DIM_TEXT = 16
@@ -60,6 +61,11 @@ class QuadrantNetwork(nn.Module):
         quads = torch.stack([ys & xs, ys & ~xs, ~ys & xs, ~ys & ~xs]).float()      # [4,hh,ww]
         masks = (quads * 2 - 1) * self.scale
         return masks[None].expand(b, -1, -1, -1).contiguous(), self.embeds[None].expand(b, -1, -1).contiguous()
+
+
+# Kits made here name it as model_config {"name": "quadrant-test"}; load_kit checks network.safetensors
+# against it (the installed package knows only Mask2Former).
+STAND_IN_NETWORKS["quadrant-test"] = lambda manifest: QuadrantNetwork(int(manifest["embed_dim"]))
 
 
 def prototype_fit(*, embeds, labels, class_weights, init=None, **_):

@@ -16,7 +16,8 @@ def test_bench_node_writes_its_measurements(tmp_path):
     kit = make_attribute_kit(tmp_path / "kit")
     out = tmp_path / "node.json"
     args = argparse.Namespace(out=str(out), kit=str(kit), width=96, height=64, short_side=0, max_long_side=0, frames=4, warmup=1,
-                              overload_s=1.0, input_reliability="reliable", threads=1, seed=0)
+                              overload_s=1.0, input_reliability="reliable", threads=1, seed=0, flood_s=1.0,
+                              flood_hz=200.0, adds_s=2.0, adds_input_hz=5.0, add_clients=2)
     assert bench.run(args) == 0
     result = json.loads(out.read_text())
     for key in ("e2e_over_forward", "e2e_ms_p50", "forward_ms_p50", "rss_mb", "achieved_rate_hz", "drops_at_2x",
@@ -31,3 +32,10 @@ def test_bench_node_writes_its_measurements(tmp_path):
     assert result["node"]["node_exit_code"] == 0 and result["rss_mb"] > 100
     assert int(result["node"]["node_diagnostics_closed_loop"]["frames_processed"]) >= 5
     assert result["provenance"]["command"][:3] == ["zsp", "bench", "node"] and "machine" in result["provenance"]
+    flood = result["node"]["flood"]
+    assert flood["frames_sent"] >= flood["frames_received"] > 0 and flood["over_sustainable"] > 0
+    adds = result["node"]["adds"]
+    assert adds["clients"] == 2 and adds["with_adds"]["changes_ok"] >= 2, adds
+    assert adds["with_adds"]["changes_failed"] == 0, adds["with_adds"]["failures"]
+    assert adds["no_adds"]["frames_received"] > 0 and result["frames_during_adds_ratio"] == adds["ratio"] > 0
+    assert result["cpu_count"] >= 1

@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "ZSP_PYTHON": sys.executable}          # the interpreter running the tests
 
 
 def test_gpu_check_dry_run_writes_a_complete_report(tmp_path):
     out = tmp_path / "gpu_dry.json"
     done = subprocess.run([str(ROOT / "tools" / "gpu_check.sh"), "--dry-run", "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+                          env=ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["dry_run"] is True and report["device"] == "cpu" and report["input_hw"] == [64, 64]
@@ -34,6 +37,6 @@ def test_gpu_check_without_cuda_says_so():
 
     if torch.cuda.is_available():
         return
-    done = subprocess.run([str(ROOT / "tools" / "gpu_check.sh")], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run([str(ROOT / "tools" / "gpu_check.sh")], cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=120)
     assert done.returncode == 2 and "no CUDA GPU" in done.stderr

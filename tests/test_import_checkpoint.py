@@ -110,6 +110,87 @@ def test_restricted_unpickler_refuses_code(tmp_path):
         read_checkpoint(tmp_path / "absent.pkl")
 
 
+# ---------------------------------------------------------------- the unpickler's byte budget
+# bytearray(1_500_000_000): PROTO 2, GLOBAL builtins.bytearray, BININT 1.5e9, TUPLE1, REDUCE, STOP (30 bytes)
+BOMB = b"\x80\x02cbuiltins\nbytearray\nJ\x00\x2f\x68\x59\x85R."
+
+
+def _peak_mb(fn):
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    return peak
+
+
+def test_bytearray_bomb_is_refused_before_allocating(tmp_path):
+    path = tmp_path / "bomb.pkl"
+    path.write_bytes(BOMB)
+    assert len(BOMB) <= 36
+
+    def load():
+        with pytest.raises(pickle.UnpicklingError, match=r"refusing bytearray\(1500000000\): 1500000000 bytes .* "
+                                                         r"over its budget of 67108984"):
+            read_checkpoint(path)
+    assert _peak_mb(load) < 5                                      # nothing near 1.5 GB was allocated
+
+
+@pytest.mark.parametrize("payload, message", [
+    # numpy's _reconstruct(ndarray, (10**10,), dtype('f4')): 40 GB declared
+    (b"\x80\x02cnumpy._core.multiarray\n_reconstruct\ncnumpy\nndarray\n\x8a\x05\x00\xe4\x0bT\x02\x85"
+     b"cnumpy\ndtype\nX\x02\x00\x00\x00f4\x89\x88\x87R\x87R.", r"an array of shape \[10000000000\]"),
+    # numpy.ndarray((10**10,)) called directly
+    (b"\x80\x02cnumpy\nndarray\n\x8a\x05\x00\xe4\x0bT\x02\x85\x85R.", r"numpy.ndarray\(\.\.\.\) called directly"),
+    # an object dtype (with a short list as raw data, numpy 2.4's __setstate__ crashes the process)
+    (b"\x80\x02cnumpy\ndtype\nX\x02\x00\x00\x00O8\x89\x88\x87R.", r"refusing dtype dtype\('O'\)"),
+    # list(bytearray(10**6)): 64 MB of list from 1 MB of bytes, over a 16 MB budget
+    (b"\x80\x02cbuiltins\nlist\ncbuiltins\nbytearray\nJ\x40\x42\x0f\x00\x85R\x85R.", r"list\(\) of 1000000 elements"),
+])
+def test_declared_sizes_and_unsafe_numpy_objects_are_refused(payload, message):
+    import io
+    with pytest.raises(pickle.UnpicklingError, match=message):
+        RestrictedUnpickler(io.BytesIO(payload), max_bytes=16 << 20).load()
+
+
+def test_object_array_state_is_refused_not_crashed():
+    import io
+    arr = np.zeros(3, dtype=np.float32)
+    data = pickle.dumps(arr, protocol=2)
+    # the same pickle, its state rewritten to shape 10**9 with a 2-element list as raw data
+    bad = pickle.dumps(arr, protocol=2).replace(b"K\x03\x85", b"J\x00\xca\x9a;\x85")
+    assert bad != data
+    with pytest.raises(pickle.UnpicklingError, match="raw data is not 4000000000 bytes"):
+        RestrictedUnpickler(io.BytesIO(bad)).load()
+    assert np.array_equal(RestrictedUnpickler(io.BytesIO(data)).load(), arr)
+
+
+def test_budget_counts_across_the_file_and_legit_arrays_fit():
+    import io
+    arrays = {f"w{i}": np.ones((256, 256), np.float32) for i in range(8)}          # 2 MB of weights
+    data = pickle.dumps({"model": arrays}, protocol=2)
+    unpickler = RestrictedUnpickler(io.BytesIO(data))
+    loaded = unpickler.load()["model"]
+    assert all(np.array_equal(loaded[k], v) for k, v in arrays.items())
+    assert 2 * 8 * 256 * 256 * 4 <= unpickler.charged <= 3 * len(data)        # encoded bytes + arrays
+    assert unpickler.max_bytes == 4 * len(data) + (64 << 20)
+    with pytest.raises(pickle.UnpicklingError, match="over its budget of 3000000"):
+        RestrictedUnpickler(io.BytesIO(data), max_bytes=3_000_000).load()     # the total, not one array
+
+
+def test_torch_checkpoint_naming_bytearray_is_refused(tmp_path):
+    class Big:
+        def __reduce__(self):
+            return (bytearray, (1_500_000_000,))
+
+    path = tmp_path / "bomb.pth"
+    torch.save({"model": {"w": torch.ones(2)}, "x": Big()}, path)          # torch.load would allocate 1.5 GB
+    with pytest.raises(pickle.UnpicklingError, match="names bytearray"):
+        read_checkpoint(path)
+
+
 # ---------------------------------------------------------------- PADing's generator
 
 E, DS, P, FFN, LAYERS, HEADS = 8, 6, 5, 16, 2, 2

@@ -195,3 +195,42 @@ def test_minus_one_means_the_kits_threshold():
     from zsp_ros.node.zsp_node import _threshold_or_kit
 
     assert _threshold_or_kit(-1.0) is None and _threshold_or_kit(0.0) == 0.0 and _threshold_or_kit(0.3) == 0.3
+
+
+def test_numbers_of_the_other_kind_are_taken_where_exact():
+    assert params.coerce("max_rate_hz", 5) == 5.0 and type(params.coerce("max_rate_hz", 5)) is float
+    assert params.coerce("input_short_side", 480.0) == 480 and type(params.coerce("input_short_side", 480.0)) is int
+    for name, value in (("input_short_side", 480.5), ("input_short_side", math.inf), ("max_rate_hz", "5"),
+                        ("max_rate_hz", True), ("publish_overlay", 1), ("no_such_parameter", 1)):
+        assert params.coerce(name, value) is value, (name, value)
+    assert params.coerce("max_rate_hz", 2**60 + 1) == 2**60 + 1           # not exact as a double: unchanged
+
+
+def test_input_limit_defaults_are_the_input_limits_modules(tmp_path):
+    from zsp_ros.node.input_limits import DEFAULT_LIMITS
+
+    assert params.input_limits(params.load_defaults()) == DEFAULT_LIMITS
+    for name in ("max_input_pixels", "max_compressed_bytes", "max_raw_bytes", "max_jpeg_scans"):
+        assert params.check_value(name, 0) is not None and params.check_value(name, 1) is None
+    assert "max_text_chunk_bytes" in (params.check_value("max_text_chunk_bytes", -1) or "")
+
+
+def test_real_node_takes_integers_for_doubles_at_start_and_at_runtime(ros_context):
+    from rclpy.parameter import Parameter
+
+    from zsp_ros.node.zsp_node import ZspNode
+
+    node = ZspNode(context=ros_context, cli_args=["--ros-args", "-p", "max_rate_hz:=5", "-p", "input_short_side:=480.0",
+                                                  "-p", "max_input_pixels:=1000"])
+    try:
+        assert node.get_parameter("max_rate_hz").value == 5.0 and type(node.get_parameter("max_rate_hz").value) is float
+        assert node.get_parameter("input_short_side").value == 480
+        assert node._limits.max_pixels == 1000                                # the limits follow the parameters
+        assert node.set_parameters([Parameter("stall_warn_s", value=2)])[0].successful
+        assert node.get_parameter("stall_warn_s").value == 2.0
+        assert node.set_parameters([Parameter("max_input_pixels", value=4096.0)])[0].successful
+        assert node._limits.max_pixels == 4096
+        refused = node.set_parameters([Parameter("input_short_side", value=64.5)])[0]
+        assert not refused.successful
+    finally:
+        node.destroy_node()

@@ -293,3 +293,129 @@ def test_warm_up_changes_nothing_at_any_synthetic_count(kit_dir, per_category):
     assert reg.snapshot is before and reg.list().version == before.version
     reg.add(["purple star"])                      # and the registry still works afterwards
     assert "purple star" in {c.name for c in reg.list()}
+
+
+# ------------------------------------------------------------------ bounded cost, low-priority writer, failures
+def test_added_categories_are_capped(kit_dir):
+    reg = make_registry(kit_dir, max_added_categories=3)
+    reg.add(["alpha", "beta"])
+    before = reg.snapshot
+    with pytest.raises(CategoryError, match="2 categories are added already and 2 more would exceed the cap of 3 "
+                                            r"added categories \(max_added_categories\)"):
+        reg.add(["gamma", "delta"])
+    assert reg.snapshot is before and reg.version == 2
+    reg.add(["gamma"])                                            # exactly at the cap
+    reg.remove(["alpha"])                                         # removing one frees a place
+    assert reg.add(["delta"])[0].id == 11
+    reg.remove([1])                                               # seen categories do not count
+    with pytest.raises(CategoryError, match="cap of 3"):
+        reg.add(["epsilon"])
+
+
+def test_cap_and_row_budget_come_from_the_kit_runtime(tmp_path):
+    from runtime_fakes import FakeTextEncoder
+
+    from zsp_ros.kit.model_kit import load_kit
+    from zsp_ros.runtime.registry import build_registry
+
+    kit = load_kit(make_kit(tmp_path / "kit", runtime={"synthetic_per_category": 4, "max_added_categories": 2,
+                                                       "max_synthetic_rows": 6}))
+    reg = build_registry(kit, text_encoder=FakeTextEncoder(), warm_up=False, writer_nice=None)
+    assert (reg.max_added_categories, reg.max_synthetic_rows, reg.synthetic_per_category) == (2, 6, 4)
+    assert build_registry(kit, text_encoder=FakeTextEncoder(), warm_up=False, writer_nice=None,
+                          max_added_categories=7).max_added_categories == 7
+
+
+def test_bounded_synthetic_keeps_the_same_rows_per_category():
+    from zsp_ros.pading.runtime_refit import bounded_synthetic
+
+    ids = torch.tensor([5, 5, 5, 9, 9, 5, 7])
+    embeds = torch.arange(7.0)[:, None]
+    kept, kept_ids, scale = bounded_synthetic(embeds, ids, 3)                 # 3 categories: 1 row each
+    assert kept.flatten().tolist() == [0.0, 3.0, 6.0] and kept_ids.tolist() == [5, 9, 7]
+    assert scale == {5: 4.0, 9: 2.0}
+    kept, kept_ids, scale = bounded_synthetic(embeds, ids, 6)                 # 2 rows each
+    assert kept_ids.tolist() == [5, 5, 9, 9, 7] and scale == {5: 2.0}
+    assert bounded_synthetic(embeds, ids, None)[1] is ids and bounded_synthetic(embeds, ids, 7)[2] == {}
+
+
+def test_refit_rows_stay_within_the_budget_while_the_state_keeps_all(kit_dir):
+    seen_rows = []
+
+    def recording_fit(**kw):
+        seen_rows.append((kw["embeds"].shape[0], kw["class_weights"].clone()))
+        return prototype_fit(**kw)
+
+    reg = make_registry(kit_dir, fit=recording_fit, synthetic_per_category=16, max_synthetic_rows=64)
+    bank = reg.kit.bank_embeds.shape[0]
+    reg.add([f"thing {i}" for i in range(3)])                     # 48 synthetic rows: under the budget
+    assert seen_rows[-1][0] == bank + 48 and seen_rows[-1][1][-4:-1].tolist() == [5.0] * 3
+    reg.add([f"more {i}" for i in range(7)])                      # 160 rows -> 6 per category, 60 in all
+    rows, weights = seen_rows[-1]
+    assert rows == bank + 60
+    assert torch.allclose(weights[4:-1], torch.full((10,), 5.0 * 16 / 6))     # each keeps its loss mass
+    assert reg._state.synthetic_embeds.shape[0] == 160                       # persisted state keeps every row
+
+
+def test_writes_run_in_the_low_priority_writer_thread(kit_dir):
+    import os
+
+    main_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    where = []
+
+    def recording_fit(**kw):
+        where.append((threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()),
+                      torch.get_num_threads()))
+        return prototype_fit(**kw)
+
+    reg = make_registry(kit_dir, fit=recording_fit)
+    reg.warm_up()
+    reg.add(["purple star"])
+    reg.remove(["purple star"])
+    expected = min(19, main_nice + 10)
+    assert where[1:] == [("zsp-category-writer", expected, 1)] * 2 and where[0][0] == "zsp-category-writer"
+    assert reg.writer_niceness == expected
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_nice   # the caller is untouched
+    thread = reg._writer._thread
+    reg.close()                                                   # stops the thread; a later write restarts it
+    assert not thread.is_alive()
+    reg.add(["orange moon"])
+    assert where[-1][:2] == ("zsp-category-writer", expected)
+    thread = reg._writer._thread
+    del reg                                                       # dropped without close(): its thread ends too
+    import gc
+    gc.collect()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+
+    inline = make_registry(kit_dir, fit=recording_fit, writer_nice=None)
+    inline.add(["teal cone"])
+    assert where[-1][0] == threading.current_thread().name
+
+
+def test_failed_writes_change_nothing_and_keep_the_version(kit_dir):
+    calls = []
+
+    def flaky_fit(**kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("the fit blew up")
+        return prototype_fit(**kw)
+
+    reg = make_registry(kit_dir, fit=flaky_fit)
+    reg.add(["alpha"])
+    before, next_id = reg.snapshot, reg._state.next_id
+    with pytest.raises(RuntimeError, match="the fit blew up"):    # raised in the caller, from the writer thread
+        reg.add(["beta"])
+    assert reg.snapshot is before and reg.version == 2 and reg._state.next_id == next_id
+    with pytest.raises(CategoryError):
+        reg.remove(["nothing like this"])
+    assert reg.version == 2
+    assert reg.add(["beta"])[0].id == next_id                     # the failed add used no id
+
+
+def test_unknown_fit_kwargs_are_refused(kit_dir):
+    from zsp_ros.pading.head_fit import fit_head
+
+    with pytest.raises(ValueError, match=r"fit_kwargs \['stpes'\] are not arguments of fit_head"):
+        make_registry(kit_dir, fit=fit_head, fit_kwargs={"stpes": 3})

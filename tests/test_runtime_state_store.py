@@ -17,6 +17,7 @@ from zsp_ros.kit.model_kit import load_kit
 from zsp_ros.runtime.state_store import (
     STATE_FILE,
     RegistryState,
+    StateDirError,
     StateLockedError,
     StateStore,
     decode_state,
@@ -189,7 +190,7 @@ def test_second_writer_is_refused_and_readers_do_not_move_files(kit_dir, tmp_pat
     kit = load_kit(kit_dir)
     reader = StateStore(state, kit_sha256=kit.sha256, text_encoder="fake-words-16", writable=False)
     assert reader.load().state.categories.version == 2
-    with pytest.raises(RuntimeError, match="read-only"):
+    with pytest.raises(StateDirError, match="read-only"):
         reader.save(reg._state)
     _damage(state / STATE_FILE, "flip")
     outcome = reader.load()
@@ -223,3 +224,123 @@ def test_state_round_trip_is_exact():
     assert back.categories == cats and back.next_id == 12 and back.removed_ids == (1, 2)
     for name in ("head_weight", "head_bias", "synthetic_embeds", "synthetic_ids", "added_text_embeds", "added_ids"):
         assert torch.equal(getattr(back, name), getattr(state, name)), name
+
+
+# ------------------------------------------------------------------ state_dir problems, read-only, memory store
+def test_state_dir_that_is_a_file(kit_dir, tmp_path):
+    (tmp_path / "state").write_text("not a directory")
+    for writable in (True, False):
+        with pytest.raises(StateDirError, match=f"state_dir {tmp_path / 'state'} is a file, not a directory"):
+            StateStore(tmp_path / "state", kit_sha256="k" * 64, text_encoder="e", writable=writable)
+    with pytest.raises(StateDirError, match="is a file"):
+        StateStore.open(tmp_path / "state", kit_sha256="k" * 64, text_encoder="e", allow_read_only=True)
+
+
+def test_state_file_that_is_a_directory(kit_dir, tmp_path):
+    (tmp_path / "state" / STATE_FILE).mkdir(parents=True)
+    with pytest.raises(StateDirError, match=f"state_dir {tmp_path / 'state'}: {STATE_FILE} is a directory"):
+        make_registry(kit_dir, state_dir=tmp_path / "state")
+
+
+def test_state_dir_that_cannot_be_created(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StateDirError, match=f"state_dir {tmp_path / 'file' / 'state'} cannot be created "
+                                            r"\(Not a directory\)"):
+        StateStore(tmp_path / "file" / "state", kit_sha256="k" * 64, text_encoder="e")
+    with pytest.raises(StateDirError, match="cannot be created"):        # not a permission problem: no fallback
+        StateStore.open(tmp_path / "file" / "state", kit_sha256="k" * 64, text_encoder="e", allow_read_only=True)
+
+
+def _make_unwritable(monkeypatch, directory: Path, how: str) -> None:
+    """Tests run as root, for whom chmod 0555 stops nothing (and a read-only mount is not available here):
+    the directory is made unwritable by faking what the OS would answer for it."""
+    import errno as errno_module
+    real_access, real_open = os.access, os.open
+    if how == "access":
+        monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if Path(p) == directory and mode & os.W_OK
+                            else real_access(p, mode, *a, **k))
+    else:                                                             # EROFS when the lock file is created
+        def fake_open(path, flags, *args, **kwargs):
+            if Path(path).parent == directory and flags & os.O_CREAT:
+                raise OSError(errno_module.EROFS, "Read-only file system", str(path))
+            return real_open(path, flags, *args, **kwargs)
+        monkeypatch.setattr(os, "open", fake_open)
+
+
+@pytest.mark.parametrize("how, cause", [("access", "permission denied"), ("erofs", "Read-only file system")])
+def test_read_only_state_dir_opens_read_only_and_refuses_changes(kit_dir, tmp_path, monkeypatch, how, cause):
+    from zsp_ros.kit.model_kit import load_kit
+    from zsp_ros.runtime.category_requests import CategoryError
+    from zsp_ros.runtime.registry import build_registry
+
+    state = tmp_path / "state"
+    reg = make_registry(kit_dir, state_dir=state)
+    reg.add(["purple star"])                                          # version 2, saved while writable
+    reg.close()
+    _make_unwritable(monkeypatch, state, how)
+    kit = load_kit(kit_dir)
+    with pytest.raises(StateDirError, match=f"state_dir {state} is not writable \\({cause}\\)"):
+        StateStore(state, kit_sha256=kit.sha256, text_encoder="fake-words-16")
+    store = StateStore.open(state, kit_sha256=kit.sha256, text_encoder="fake-words-16", allow_read_only=True)
+    assert not store.writable and f"state_dir {state} is not writable ({cause})" == store.read_only_reason
+    from runtime_fakes import FakeTextEncoder
+    ro = build_registry(kit, text_encoder=FakeTextEncoder(), state_dir=state, allow_read_only=True, warm_up=False)
+    assert ro.version == 2 and ro.list().get("purple star") is not None     # the saved state is served
+    assert ro.read_only_reason == store.read_only_reason
+    for change in (lambda: ro.add(["orange moon"]), lambda: ro.remove(["purple star"])):
+        with pytest.raises(CategoryError, match=f"state_dir {state} is not writable .*; categories cannot be changed"):
+            change()
+    assert ro.version == 2
+    with pytest.raises(StateDirError, match="is not writable"):       # without allow_read_only: refused
+        build_registry(kit, text_encoder=FakeTextEncoder(), state_dir=state, warm_up=False)
+
+
+def test_a_failed_save_names_the_directory_and_keeps_the_version(kit_dir, tmp_path, monkeypatch):
+    import errno as errno_module
+
+    import zsp_ros.runtime.state_store as state_store
+
+    reg = make_registry(kit_dir, state_dir=tmp_path / "state")
+    reg.add(["purple star"])
+
+    def full(path, data):
+        raise OSError(errno_module.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(state_store, "atomic_write_bytes", full)
+    with pytest.raises(StateDirError, match=f"state_dir {tmp_path / 'state'}: cannot save {STATE_FILE} "
+                                            r"\(No space left on device\)"):
+        reg.add(["orange moon"])
+    assert reg.version == 2 and reg.list().get("orange moon") is None
+
+
+def test_memory_store_keeps_version_and_ids_across_rebuilds(kit_dir, tmp_path, monkeypatch):
+    from runtime_fakes import FakeTextEncoder, prototype_fit
+
+    import zsp_ros.runtime.registry as registry_module
+    from zsp_ros.kit.model_kit import load_kit
+    from zsp_ros.runtime.registry import build_registry
+    from zsp_ros.runtime.state_store import MemoryStateStore
+
+    monkeypatch.setattr(registry_module, "pading_fit_head", prototype_fit)      # instant fits
+
+    kit, memory = load_kit(kit_dir), MemoryStateStore()
+    assert memory.path is None and memory.writable and memory.load().state is None
+
+    def rebuild():                                                   # a node's cleanup -> configure
+        return build_registry(kit, text_encoder=FakeTextEncoder(), store=memory, warm_up=False)
+
+    reg = rebuild()
+    assert reg.add(["purple star"])[0].id == 8 and reg.version == 2
+    reg.close()
+    reg = rebuild()
+    assert reg.version == 2 and reg.list().get("purple star").id == 8
+    reg.remove(["purple star"])
+    reg.close()
+    reg = rebuild()
+    assert reg.version == 3 and reg.add(["orange moon"])[0].id == 9            # id 8 is never reused
+    reg.close()
+    other = load_kit(make_kit(tmp_path / "other", seed=1))
+    fresh = build_registry(other, text_encoder=FakeTextEncoder(), store=memory, warm_up=False)
+    assert fresh.version == 1 and "belong to kit" in fresh.load_problem
+    with pytest.raises(ValueError, match="state_dir or store, not both"):
+        build_registry(kit, text_encoder=FakeTextEncoder(), store=memory, state_dir=tmp_path / "s", warm_up=False)

@@ -2,7 +2,7 @@
 # The GPU check in one command (no network; about 5 minutes on a desktop GPU, 8 at most):
 #   tools/gpu_check.sh              on a machine with CUDA: CUDA-only tests + `zsp bench gpu`
 #   tools/gpu_check.sh --dry-run    anywhere (CI): the same script on the CPU, small and eager only
-# Writes results/gpu_<card>.json (or --out FILE). Uses .venv when it exists (make setup), else the
+# Writes results/gpu_<card>.json (or --out FILE). Uses $ZSP_PYTHON, else .venv when it exists (make setup), else the
 # python3 on PATH (it needs torch with CUDA and this repository's requirements).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -14,7 +14,7 @@ while [[ $# -gt 0 ]]; do
     *) echo "usage: tools/gpu_check.sh [--dry-run] [--out FILE]" >&2; exit 2;;
   esac
 done
-PY=python3; [[ -x .venv/bin/python ]] && PY=.venv/bin/python
+PY="${ZSP_PYTHON:-python3}"; [[ -z "${ZSP_PYTHON:-}" && -x .venv/bin/python ]] && PY=.venv/bin/python
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # the package, also without an installed venv
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 if [[ $DRY == 0 ]] && ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then

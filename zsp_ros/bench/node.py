@@ -12,7 +12,17 @@ model forward, its sustainable rate, and its behaviour at twice that rate.
 3. **overload**: publish at twice the sustainable rate (1000 / e2e p50) for ``--overload-s``
    seconds; ``achieved_rate_hz`` = results per second, ``drop_fraction`` = frames without a result
    (the node keeps the newest frame only, so latency stays bounded: ``overload_e2e_ms_p50``).
-4. **memory**: the node process's resident set (``rss_mb``) and peak (``peak_rss_mb``).
+4. **flood**: publish as fast as this process can (at most ``--flood-hz``) for ``--flood-s`` seconds;
+   ``achieved_rate_hz`` = results per second, against the sustainable rate (``flood_over_sustainable``,
+   goal near 1: the one-slot mailbox must keep the model busy whatever the input rate); also the share
+   of the time the node spent segmenting (``node_busy_fraction``) and its model time meanwhile
+   (``node_model_ms_p50``; on a small machine the flood's publisher and transport slow the model itself).
+5. **frames during adds**: publish at ``--adds-input-hz`` (at most 0.8 x the sustainable rate) for
+   ``--adds-s`` seconds without category changes, then as long again while ``--add-clients`` clients
+   each add a name and remove it again, back to back (every request refits the head). ``out_over_in`` =
+   results / frames sent in each window; ``frames_during_adds_ratio`` = with adds / without (goal >= 0.9);
+   also the results per second (median, min) of each window.
+6. **memory**: the node process's resident set (``rss_mb``) and peak (``peak_rss_mb``).
 
 Runs sequentially so the two processes never compete for the CPU during a measurement. The JSON
 holds the machine, versions and the command (zsp_ros.utils.provenance).
@@ -20,11 +30,13 @@ holds the machine, versions and the command (zsp_ros.utils.provenance).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -32,6 +44,7 @@ from zsp_ros.data.synth_render import render_scene
 from zsp_ros.data.synth_world import world_categories
 from zsp_ros.inference.preprocess import preprocess
 from zsp_ros.kit.locate import resolve_kit
+from zsp_ros.kit.model_kit import MANIFEST
 from zsp_ros.node.client import ZspClient
 from zsp_ros.node.launcher import ChildProgram, ros_args
 from zsp_ros.node.raw_image import numpy_to_image
@@ -57,6 +70,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads in both processes (0 = torch's default); on a shared machine a "
                              "busy neighbour can make 2 spinning threads far slower than 1")
+    parser.add_argument("--flood-s", type=float, default=5.0, help="seconds of the flood phase")
+    parser.add_argument("--flood-hz", type=float, default=500.0, help="highest publishing rate of the flood phase")
+    parser.add_argument("--adds-s", type=float, default=10.0,
+                        help="seconds of each window of the frames-during-adds phase (0 = skip the phase)")
+    parser.add_argument("--adds-input-hz", type=float, default=10.0,
+                        help="frame rate of the frames-during-adds phase (at most 0.8 x the sustainable rate)")
+    parser.add_argument("--add-clients", type=int, default=4, help="clients adding names at once")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -66,6 +86,17 @@ def _frame(width: int, height: int, seed: int) -> np.ndarray:
     scene = render_scene(np.random.default_rng(seed), height=height, width=width,
                          things=[c for c in cats if c["isthing"]], stuff=[c for c in cats if not c["isthing"]])
     return scene.image
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (lscpu's "Model name", from /proc/cpuinfo); "" when unknown."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
 
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:
@@ -111,9 +142,65 @@ def measure_forward(kit: Path, image: np.ndarray, *, short_side: int, max_long_s
             "network_input_hw": list(geometry.padded_hw)}
 
 
+def _publish_at(publish: Callable[[], tuple[tuple[int, int], float]], rate_hz: float,
+                seconds: float) -> tuple[list[tuple[int, int]], dict[tuple[int, int], float], float]:
+    """Publish at ``rate_hz`` for ``seconds`` (as fast as possible when this process cannot keep up);
+    the keys sent, their send times (time.time) and the window's start (time.time)."""
+    keys, sent_at = [], {}
+    start, wall = time.monotonic(), time.time()
+    k = 0
+    while time.monotonic() - start < seconds:
+        delay = start + k / rate_hz - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        key, sent = publish()
+        keys.append(key)
+        sent_at[key] = sent
+        k += 1
+    return keys, sent_at, wall
+
+
+def _window_stats(keys: list[tuple[int, int]], arrivals: dict[tuple[int, int], tuple[float, Any]], start: float,
+                  seconds: float) -> dict[str, Any]:
+    """Frames sent / received in a publishing window and the results per whole second of it."""
+    got = [key for key in keys if key in arrivals]
+    per_second = np.zeros(max(int(seconds), 1), dtype=np.int64)
+    for key in got:
+        k = int(arrivals[key][0] - start)
+        if 0 <= k < len(per_second):
+            per_second[k] += 1
+    return {"frames_sent": len(keys), "frames_received": len(got),
+            "out_over_in": round(len(got) / max(len(keys), 1), 3),
+            "results_per_s_median": float(np.median(per_second)), "results_per_s_min": int(per_second.min()),
+            "achieved_rate_hz": round(len(got) / seconds, 2)}
+
+
+def _add_candidates(kit: Path) -> list[str]:
+    """Names to add in the frames-during-adds phase: the synthetic world's categories the kit lacks
+    (accepted by the MiniLM and the attribute text encoders alike)."""
+    have = {c["name"] for c in json.loads((kit / MANIFEST).read_text())["categories"]}
+    return [c["name"] for c in world_categories() if c["name"] not in have]
+
+
+def _churn(client: Any, name: str, stop: threading.Event, log: list[dict[str, Any]]) -> None:
+    """Add ``name`` and remove it again until ``stop``; each answer's outcome and duration into ``log``."""
+    while not stop.is_set():
+        for verb in ("add", "remove"):
+            t0 = time.monotonic()
+            try:
+                reply = client.add_categories([name], timeout=120.0) if verb == "add" else \
+                    client.remove_categories([name], timeout=120.0)
+                log.append({"verb": verb, "ok": bool(reply.success), "s": time.monotonic() - t0,
+                            "message": "" if reply.success else reply.message})
+            except TimeoutError as exc:
+                log.append({"verb": verb, "ok": False, "s": time.monotonic() - t0, "message": str(exc)})
+
+
 def measure_node(kit: Path, image: np.ndarray, *, short_side: int, max_long_side: int = 0, frames: int, warmup: int,
-                 overload_s: float, workdir: Path, reliability: str = "reliable", threads: int = 0) -> dict[str, Any]:
-    """Closed-loop and overload runs against zsp_node in its own process."""
+                 overload_s: float, workdir: Path, reliability: str = "reliable", threads: int = 0,
+                 flood_s: float = 0.0, flood_hz: float = 500.0, adds_s: float = 0.0, adds_input_hz: float = 10.0,
+                 add_clients: int = 4) -> dict[str, Any]:
+    """Closed-loop, overload, flood and frames-during-adds runs against zsp_node in its own process."""
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
@@ -142,10 +229,15 @@ def measure_node(kit: Path, image: np.ndarray, *, short_side: int, max_long_side
                 raise RuntimeError(f"zsp_node did not become active:\n{node.log_tail()}")
             time.sleep(0.1)
 
+        publish_failures = [0]
+
         def publish() -> tuple[tuple[int, int], float]:
             now = time.time()
             msg.header.stamp.sec, msg.header.stamp.nanosec = int(now), int((now % 1) * 1e9)
-            pub.publish(msg)
+            try:
+                pub.publish(msg)
+            except Exception:           # Fast DDS refuses a reliable write when its history is full (floods)
+                publish_failures[0] += 1
             return (msg.header.stamp.sec, msg.header.stamp.nanosec), now
 
         closed, node_model = [], []
@@ -167,23 +259,52 @@ def measure_node(kit: Path, image: np.ndarray, *, short_side: int, max_long_side
         e2e_p50 = float(np.percentile(closed, 50))
         sustainable_hz = 1000.0 / e2e_p50
         rate = 2.0 * sustainable_hz
-        sent_keys, sent_at = [], {}
-        start = time.monotonic()
-        k = 0
-        while time.monotonic() - start < overload_s:
-            target = start + k / rate
-            delay = target - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            key, sent = publish()
-            sent_keys.append(key)
-            sent_at[key] = sent
-            k += 1
-        time.sleep(max(2.0, 3 * e2e_p50 / 1e3))      # drain
+        drain_s = max(2.0, 3 * e2e_p50 / 1e3)
+        sent_keys, sent_at, _ = _publish_at(publish, rate, overload_s)
+        time.sleep(drain_s)
         got = [key for key in sent_keys if key in arrivals]
         overload = [(arrivals[key][0] - sent_at[key]) * 1e3 for key in got]
-        memory = node.memory_mb()
         after_overload = _node_diagnostics(client)
+
+        flood: dict[str, Any] = {}
+        if flood_s > 0:
+            failed_before = publish_failures[0]
+            keys, _, start = _publish_at(publish, flood_hz, flood_s)
+            flood = {**_window_stats(keys, arrivals, start, flood_s),
+                     "input_rate_hz": round(len(keys) / flood_s, 1), "seconds": flood_s,
+                     "publish_failures": publish_failures[0] - failed_before}
+            flood["over_sustainable"] = round(flood["achieved_rate_hz"] / sustainable_hz, 3)
+            done = [arrivals[key][1] for key in keys if key in arrivals]
+            flood["node_model_ms_p50"] = _percentiles([m.model_ms for m in done])["p50"]
+            flood["node_busy_fraction"] = round(sum(m.preprocess_ms + m.model_ms + m.postprocess_ms
+                                                    for m in done) / (1e3 * flood_s), 3)
+            time.sleep(drain_s)
+
+        adds: dict[str, Any] = {}
+        names = _add_candidates(kit)[:add_clients]
+        if adds_s > 0 and names:
+            adds_rate = min(adds_input_hz, 0.8 * sustainable_hz)
+            keys, _, start = _publish_at(publish, adds_rate, adds_s)
+            time.sleep(drain_s)
+            quiet = _window_stats(keys, arrivals, start, adds_s)
+            stop, log = threading.Event(), []
+            churners = [threading.Thread(target=_churn, args=(client, n, stop, log), daemon=True) for n in names]
+            for t in churners:
+                t.start()
+            keys, _, start = _publish_at(publish, adds_rate, adds_s)
+            stop.set()
+            for t in churners:
+                t.join(timeout=300.0)
+            time.sleep(drain_s)
+            busy = _window_stats(keys, arrivals, start, adds_s)
+            done = [entry for entry in log if entry["ok"]]
+            busy.update({"changes_ok": len(done), "changes_failed": len(log) - len(done),
+                         "change_s": _percentiles([entry["s"] for entry in done]),
+                         "failures": sorted({entry["message"] for entry in log if not entry["ok"]})[:5]})
+            adds = {"input_rate_hz": round(adds_rate, 2), "seconds": adds_s, "clients": len(names), "names": names,
+                    "no_adds": quiet, "with_adds": busy,
+                    "ratio": round(busy["out_over_in"] / max(quiet["out_over_in"], 1e-9), 3), "goal": 0.9}
+        memory = node.memory_mb()
         code = node.stop()
     return {"e2e_ms": _percentiles(closed), "node_model_ms": _percentiles(node_model),
             "node_diagnostics_closed_loop": in_node, "node_diagnostics_after_overload": after_overload,
@@ -191,7 +312,7 @@ def measure_node(kit: Path, image: np.ndarray, *, short_side: int, max_long_side
             "overload": {"input_rate_hz": round(rate, 2), "seconds": overload_s, "frames_sent": len(sent_keys),
                          "frames_received": len(got), "drop_fraction": round(1 - len(got) / max(len(sent_keys), 1), 3),
                          "achieved_rate_hz": round(len(got) / overload_s, 2), "e2e_ms": _percentiles(overload)},
-            **memory, "node_exit_code": code}
+            "flood": flood, "adds": adds, "publish_failures": publish_failures[0], **memory, "node_exit_code": code}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -211,7 +332,8 @@ def run(args: argparse.Namespace) -> int:
         node = measure_node(kit, image, short_side=args.short_side, max_long_side=args.max_long_side,
                             frames=args.frames, warmup=args.warmup,
                             overload_s=args.overload_s, workdir=Path(tmp), reliability=args.input_reliability,
-                            threads=args.threads)
+                            threads=args.threads, flood_s=args.flood_s, flood_hz=args.flood_hz, adds_s=args.adds_s,
+                            adds_input_hz=args.adds_input_hz, add_clients=args.add_clients)
     # The bare forward is the node's own "model" stage on the very frames whose end-to-end time was
     # measured: the same process and moment, so a busy neighbour cannot skew the ratio. The forward
     # measured in this process beforehand is kept as a cross-check.
@@ -223,6 +345,9 @@ def run(args: argparse.Namespace) -> int:
         "rss_mb": node.get("rss_mb"), "peak_rss_mb": node.get("peak_rss_mb"),
         "achieved_rate_hz": node["overload"]["achieved_rate_hz"],
         "drops_at_2x": node["overload"]["drop_fraction"],
+        "flood_over_sustainable": node["flood"].get("over_sustainable"),
+        "frames_during_adds_ratio": node["adds"].get("ratio"), "goal_frames_during_adds_ratio": 0.9,
+        "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
         "goal_e2e_over_forward": 1.10,
         "frame_hw": [args.height, args.width], "input_reliability": args.input_reliability, "network_input_hw": forward["network_input_hw"],
         "kit": str(kit), "torch_threads": torch.get_num_threads(),
@@ -234,5 +359,7 @@ def run(args: argparse.Namespace) -> int:
           f"(goal <= 1.10); network input {forward['network_input_hw']}; in-process forward p50 "
           f"{result['forward_inprocess_ms_p50']} ms; "
           f"at 2x ({node['overload']['input_rate_hz']} Hz): {node['overload']['achieved_rate_hz']} Hz out, "
-          f"{100 * node['overload']['drop_fraction']:.0f} % dropped; node RSS {node.get('rss_mb')} MB -> {args.out}")
+          f"{100 * node['overload']['drop_fraction']:.0f} % dropped; flood {node['flood'].get('input_rate_hz')} Hz in: "
+          f"{node['flood'].get('achieved_rate_hz')} Hz out; frames during adds: {result['frames_during_adds_ratio']} "
+          f"of the no-add rate (goal >= 0.9); node RSS {node.get('rss_mb')} MB -> {args.out}")
     return 0

@@ -13,11 +13,12 @@ KIT/bank.safetensors        embeds float16 [M,E] real seen query embeddings,
                             text_embeds float32 [K,D] text embeddings of the kit's categories
 ```
 
-`load_kit` checks everything it can without building the network: format and version, every
-file present with the recorded sha256, tensor names, dtypes and shapes against the manifest,
-and the text encoder in use against the one that built the kit. Every failure is a `KitError`
-whose message names the kit, the file and what is wrong. `save_kit` writes a kit that passes
-those checks (it re-loads it before returning).
+`load_kit` checks everything before any of it is used (zsp_ros/kit/checks.py): every manifest field typed
+and bounded, every file present with the recorded size and sha256, every tensor's name, shape and dtype
+against the manifest (the network's against the Mask2Former its ``model_config`` builds, the generator's
+against its ``generator_config``), every weight finite, and the text encoder in use against the one that
+built the kit. Every failure is a one-line `KitError` naming the kit, the file and the field or tensor.
+`save_kit` writes a kit that passes those checks (it re-loads it before returning).
 """
 from __future__ import annotations
 
@@ -31,11 +32,21 @@ import torch
 
 from zsp_ros.inference.postprocess import DEFAULT_OBJECT_MASK_THRESHOLD, DEFAULT_OVERLAP_THRESHOLD
 from zsp_ros.kit.category_set import Category, CategorySet
+from zsp_ros.kit.checks import (
+    CLASS_HEAD_PREFIX,
+    MANIFEST,
+    MAX_MANIFEST_BYTES,
+    check_finite,
+    check_layout,
+    check_manifest,
+    generator_layout,
+    network_layout,
+)
+from zsp_ros.kit.checks import KitError as KitError  # re-exported: callers import it from here
 from zsp_ros.utils.provenance import atomic_write_bytes
 
 KIT_FORMAT = "zsp-kit"
 KIT_FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 NETWORK_FILE = "network.safetensors"
 HEAD_FILE = "head.safetensors"
 GENERATOR_FILE = "generator.safetensors"
@@ -47,10 +58,6 @@ _REQUIRED_KEYS = ("format", "format_version", "model_config", "input", "embed_di
 
 DEFAULT_THRESHOLDS = {"object_mask_threshold": DEFAULT_OBJECT_MASK_THRESHOLD,    # Mask2Former's, used when
                       "overlap_threshold": DEFAULT_OVERLAP_THRESHOLD}            # the manifest records none
-
-
-class KitError(ValueError):
-    """A model kit is missing, malformed, corrupt or incompatible; the message says which file and why."""
 
 
 @dataclass(frozen=True)
@@ -139,15 +146,16 @@ def _read_tensors(root: Path, name: str, manifest: Mapping[str, Any]) -> dict[st
     from safetensors.torch import load as st_load
 
     path = root / name
+    entry = manifest["files"].get(name)
+    if not isinstance(entry, Mapping) or "sha256" not in entry:
+        raise KitError(f"kit {root}: {MANIFEST} has no sha256 for {name} under 'files'")
+    _check_size(root, name, entry)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise KitError(f"kit {root}: {name} is missing") from None
     except OSError as exc:
         raise KitError(f"kit {root}: {name} cannot be read ({exc})") from None
-    entry = manifest["files"].get(name)
-    if not isinstance(entry, Mapping) or "sha256" not in entry:
-        raise KitError(f"kit {root}: {MANIFEST} has no sha256 for {name} under 'files'")
     digest = _sha256(data)
     if digest != entry["sha256"]:
         raise KitError(f"kit {root}: {name} is corrupt or was changed: sha256 {digest[:12]}… "
@@ -156,6 +164,19 @@ def _read_tensors(root: Path, name: str, manifest: Mapping[str, Any]) -> dict[st
         return st_load(data)
     except Exception as exc:  # safetensors raises its own error types
         raise KitError(f"kit {root}: {name} is not a valid safetensors file ({exc})") from None
+
+
+def _check_size(root: Path, name: str, entry: Mapping[str, Any]) -> None:
+    """The file's size against the manifest's ``bytes``, before anything is read."""
+    try:
+        size = (root / name).stat().st_size
+    except FileNotFoundError:
+        raise KitError(f"kit {root}: {name} is missing") from None
+    except OSError as exc:
+        raise KitError(f"kit {root}: {name} cannot be read ({exc})") from None
+    if "bytes" in entry and size != entry["bytes"]:
+        raise KitError(f"kit {root}: {name} is corrupt or was changed: it has {size} bytes but {MANIFEST} "
+                       f"files.{name}.bytes says {entry['bytes']}")
 
 
 def _expect(root: Path, name: str, tensors: Mapping[str, torch.Tensor], key: str,
@@ -170,7 +191,14 @@ def _expect(root: Path, name: str, tensors: Mapping[str, torch.Tensor], key: str
     if t.ndim != len(shape) or any(s is not None and s != n for s, n in zip(shape, t.shape)):
         want = "[" + ",".join("*" if s is None else str(s) for s in shape) + "]"
         raise KitError(f"kit {root}: {name}:{key} has shape {list(t.shape)}, expected {want}")
+    check_finite(root, name, key, t)
     return t
+
+
+def _only(root: Path, name: str, tensors: Mapping[str, torch.Tensor], keys: Sequence[str]) -> None:
+    extra = sorted(set(tensors) - set(keys))
+    if extra:
+        raise KitError(f"kit {root}: {name} holds unexpected tensors {extra[:5]} (expected only {list(keys)})")
 
 
 def load_kit(kit_dir: str | Path, *, text_encoder: tuple[str, int] | None = None) -> ModelKit:
@@ -188,12 +216,17 @@ def load_kit(kit_dir: str | Path, *, text_encoder: tuple[str, int] | None = None
     if not root.is_dir():
         raise KitError(f"kit {root}: not a directory")
     try:
+        size = (root / MANIFEST).stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise KitError(f"kit {root}: {MANIFEST} has {size} bytes (at most {MAX_MANIFEST_BYTES})")
         manifest_bytes = (root / MANIFEST).read_bytes()
     except FileNotFoundError:
         raise KitError(f"kit {root}: {MANIFEST} is missing") from None
+    except OSError as exc:
+        raise KitError(f"kit {root}: {MANIFEST} cannot be read ({exc})") from None
     try:
         manifest = json.loads(manifest_bytes)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise KitError(f"kit {root}: {MANIFEST} is not valid JSON ({exc})") from None
     if not isinstance(manifest, dict):
         raise KitError(f"kit {root}: {MANIFEST} must hold a JSON object")
@@ -205,38 +238,26 @@ def load_kit(kit_dir: str | Path, *, text_encoder: tuple[str, int] | None = None
     missing = [k for k in _REQUIRED_KEYS if k not in manifest]
     if missing:
         raise KitError(f"kit {root}: {MANIFEST} lacks {', '.join(missing)}")
-    for name in KIT_FILES:
-        if name not in manifest["files"]:
-            raise KitError(f"kit {root}: {MANIFEST} has no entry for {name} under 'files'")
-        if not (root / name).is_file():
-            raise KitError(f"kit {root}: {name} is missing")
+    check_manifest(root, manifest, KIT_FILES)                 # every field, before any is used
     te = manifest["text_encoder"]
-    if not isinstance(te, Mapping) or "id" not in te or "dim" not in te:
-        raise KitError(f"kit {root}: {MANIFEST} text_encoder must be {{'id': str, 'dim': int}}, got {te!r}")
-    inp = manifest["input"]
-    if not isinstance(inp, Mapping) or not all(isinstance(inp.get(k), int) and inp[k] > 0
-                                               for k in ("short_side", "max_long_side", "size_divisibility")):
-        raise KitError(f"kit {root}: {MANIFEST} input must hold positive integers short_side, "
-                       f"max_long_side, size_divisibility; got {inp!r}")
-    recorded = manifest.get("inference")
-    if recorded is not None:
-        bad = {k: recorded.get(k) for k in DEFAULT_THRESHOLDS if k in recorded
-               and not (isinstance(recorded[k], (int, float)) and not isinstance(recorded[k], bool)
-                        and 0.0 <= recorded[k] <= 1.0)} if isinstance(recorded, Mapping) else recorded
-        if bad:
-            raise KitError(f"kit {root}: {MANIFEST} inference thresholds must be numbers in [0, 1], got {bad!r}")
     try:
         categories = CategorySet.from_dicts(manifest["categories"], version=0, text_encoder=str(te["id"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise KitError(f"kit {root}: {MANIFEST} categories are invalid ({exc})") from None
     if len(categories) == 0:
         raise KitError(f"kit {root}: {MANIFEST} lists no categories")
-
     num_k, embed_dim, text_dim = len(categories), int(manifest["embed_dim"]), int(te["dim"])
+    net_layout = network_layout(root, manifest, num_k)
+    gen_layout = generator_layout(root, manifest)
+    for name in KIT_FILES:                                    # sizes first: nothing oversized is read
+        _check_size(root, name, manifest["files"][name])
+
     head = _read_tensors(root, HEAD_FILE, manifest)
+    _only(root, HEAD_FILE, head, ("weight", "bias"))
     weight = _expect(root, HEAD_FILE, head, "weight", (num_k + 1, embed_dim), (torch.float32,))
     bias = _expect(root, HEAD_FILE, head, "bias", (num_k + 1,), (torch.float32,))
     bank = _read_tensors(root, BANK_FILE, manifest)
+    _only(root, BANK_FILE, bank, ("embeds", "category_ids", "text_embeds"))
     embeds = _expect(root, BANK_FILE, bank, "embeds", (None, embed_dim), (torch.float16, torch.float32))
     ids = _expect(root, BANK_FILE, bank, "category_ids", (embeds.shape[0],), (torch.int64,))
     text = _expect(root, BANK_FILE, bank, "text_embeds", (num_k, text_dim), (torch.float32,))
@@ -244,14 +265,10 @@ def load_kit(kit_dir: str | Path, *, text_encoder: tuple[str, int] | None = None
     if unknown:
         raise KitError(f"kit {root}: {BANK_FILE}:category_ids holds ids {unknown[:10]} that are not "
                        f"kit categories (nor 0 = no-object)")
-    for name in (NETWORK_FILE, GENERATOR_FILE):  # sha256 now; tensors are read when the model is built
-        entry = manifest["files"][name]
-        if not isinstance(entry, Mapping) or "sha256" not in entry:
-            raise KitError(f"kit {root}: {MANIFEST} has no sha256 for {name} under 'files'")
-        digest = _sha256((root / name).read_bytes())
-        if digest != entry["sha256"]:
-            raise KitError(f"kit {root}: {name} is corrupt or was changed: sha256 {digest[:12]}… "
-                           f"does not match {str(entry['sha256'])[:12]}… in {MANIFEST}")
+    built_from = f"{MANIFEST} model_config"
+    check_layout(root, NETWORK_FILE, _read_tensors(root, NETWORK_FILE, manifest), net_layout, built_from=built_from)
+    check_layout(root, GENERATOR_FILE, _read_tensors(root, GENERATOR_FILE, manifest), gen_layout,
+                 built_from=f"{MANIFEST} generator_config")
     kit = ModelKit(root=root, manifest=manifest, sha256=_sha256(manifest_bytes), categories=categories,
                    head_weight=weight, head_bias=bias, bank_embeds=embeds, bank_category_ids=ids,
                    text_embeds=text)
@@ -268,7 +285,7 @@ def save_kit(out_dir: str | Path, *, model_config: dict, network_state: Mapping[
              short_side: int, max_long_side: int, size_divisibility: int = 32,
              runtime: Mapping[str, Any] | None = None, provenance: Mapping[str, Any] | None = None,
              extra: Mapping[str, Any] | None = None, text_encoder_kwargs: Mapping[str, Any] | None = None,
-             class_head_prefix: str = "sem_seg_head.predictor.class_embed.") -> Path:
+             class_head_prefix: str = CLASS_HEAD_PREFIX) -> Path:
     """Write a kit directory (files atomically, manifest last) and return its path after re-loading it.
 
     Args:

@@ -1,8 +1,14 @@
 """The node's category services: add_categories, remove_categories, list_categories.
 
 Every request gets an answer: ``success`` and a ``message`` that says what was done or why nothing
-was. A refused request (``ValueError``: `CategoryError`, the text encoder's refusals) changes nothing;
-any other failure is reported as an internal error and logged with its traceback. Writes hold the
+was, and — whenever a model is loaded — the current category-set version (after the change, or the
+unchanged one after a failure; 0 only while unconfigured). A refused request (``ValueError``:
+`CategoryError`, the text encoder's refusals, a read-only state directory) changes nothing; any other
+failure also changes nothing (the registry persists before it swaps): a state directory that cannot
+be written (`StateDirError`) is reported with its own message (directory and cause), anything else as
+an internal error naming its cause and, for an OSError, the file (`describe_error`); both are logged
+with the traceback. A failure after the change
+(republishing label_info) is logged and does not turn the success into a failure. Writes hold the
 node's registry lock, so a cleanup cannot free the model under a running add.
 """
 from __future__ import annotations
@@ -10,9 +16,11 @@ from __future__ import annotations
 import threading
 import time
 import traceback
+from pathlib import Path
 from typing import Any, Callable
 
 from zsp_ros.node.messages import category_set_message
+from zsp_ros.runtime.state_store import StateDirError
 
 
 class CategoryServices:
@@ -56,6 +64,7 @@ class CategoryServices:
         return self._change(remove, response, verb="removed", ids_field="removed_ids")
 
     def on_list(self, request: Any, response: Any) -> Any:
+        segmenter = None
         try:
             segmenter = self._segmenter()
             if segmenter is None:
@@ -68,7 +77,8 @@ class CategoryServices:
             response.message = f"{len(cats)} categories, version {cats.version}"
         except Exception as exc:
             response.success = False
-            response.message = f"internal error {type(exc).__name__}: {exc}"
+            response.message = f"internal error {describe_error(exc)}"
+            response.category_set.version = _version(segmenter)
             self._logger.error(f"{response.message}\n{traceback.format_exc()}")
         return response
 
@@ -78,6 +88,7 @@ class CategoryServices:
 
     def _change(self, change: Callable[[Any], str], response: Any, *, verb: str, ids_field: str) -> Any:
         """Run ``change(registry) -> message`` under the lock and fill the service response."""
+        segmenter = None
         try:
             with self._lock:
                 segmenter = self._segmenter()
@@ -95,10 +106,46 @@ class CategoryServices:
             response.success = True
             response.message = f"{done}; category set version {response.version}"
             self._logger.info(response.message)
-            self._on_changed()
         except Exception as exc:
             setattr(response, ids_field, [])
             response.success = False
-            response.message = f"nothing {verb}: internal error {type(exc).__name__}: {exc}"
+            why = str(exc) if isinstance(exc, StateDirError) else \
+                f"internal error {describe_error(exc, _state_path(segmenter))}"     # StateDirError names dir + cause
+            response.message = f"nothing {verb}: {why}"
+            response.version = _version(segmenter)
             self._logger.error(f"{response.message}\n{traceback.format_exc()}")
+            return response
+        try:
+            self._on_changed()
+        except Exception as exc:        # the change is made and persisted: report, but do not deny it
+            self._logger.error(f"category set changed (version {response.version}) but label_info was not "
+                               f"republished: {describe_error(exc)}\n{traceback.format_exc()}")
         return response
+
+
+def describe_error(exc: BaseException, state_path: Path | None = None) -> str:
+    """``Type: message``; for an OSError also the file it concerns: its ``filename`` (already in the
+    message when set) or, when the error names none, ``state_path`` (the file a registry change writes)."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, OSError):
+        named = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+        missing = [p for p in named if p not in text]
+        if missing:
+            text += f" (file {', '.join(missing)})"
+        elif not named and state_path is not None:
+            text += f" (while writing the state file {state_path})"
+    return text
+
+
+def _version(segmenter: Any) -> int:
+    """The current category-set version, or 0 without a model (or if even that cannot be read)."""
+    try:
+        return int(segmenter.registry.version) if segmenter is not None else 0
+    except Exception:
+        return 0
+
+
+def _state_path(segmenter: Any) -> Path | None:
+    """The registry's state file, when it has one."""
+    path = getattr(getattr(getattr(segmenter, "registry", None), "store", None), "path", None)
+    return Path(path) if path is not None else None

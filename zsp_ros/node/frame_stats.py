@@ -3,6 +3,12 @@
 Thread-safe: the subscription callbacks, the inference thread and the diagnostics timer run on
 different threads. Latencies are kept in windows of the last ``window`` frames (milliseconds);
 the processing rate is measured over the last ``rate_window_s`` seconds.
+
+Failed frames (decode, inference or publishing raised something other than a conversion error) are
+counted per cause, the exception's type name (``failed_RuntimeError``). The heartbeat (`heartbeat`)
+says how long ago a frame was last processed and for how long a received frame has been waiting
+without any frame being processed since (``stalled_s``; 0 while every received frame was answered,
+so an idle camera is not a stall).
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ STAGES = ("preprocess", "model", "postprocess", "publish", "node")
 
 
 class FrameStats:
-    """Frame counters (received, processed, dropped, malformed per cause, failed) and latencies."""
+    """Frame counters (received, processed, dropped, malformed and failed per cause), latencies, heartbeat."""
 
     def __init__(self, *, window: int = 200, rate_window_s: float = 5.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -28,31 +34,47 @@ class FrameStats:
         self.received = 0
         self.processed = 0
         self.dropped = 0
-        self.failed = 0
         self.malformed: dict[str, int] = {}
+        self.failed: dict[str, int] = {}
+        self._last_received: float | None = None
+        self._last_processed: float | None = None
+        self._pending_since: float | None = None     # first frame received after the last processed one
         self._latency: dict[str, deque[float]] = {stage: deque(maxlen=window) for stage in STAGES}
         self._done_at: deque[float] = deque(maxlen=4096)
 
-    def on_received(self, *, replaced: bool) -> None:
-        """A frame arrived; ``replaced``: it replaced one that was never processed (a drop)."""
+    def on_received(self, *, replaced: bool, skipped: int = 0) -> None:
+        """A frame arrived; ``replaced``: it replaced one that was never processed (a drop);
+        ``skipped``: frames its publisher sent before it that the node never took (drops too)."""
+        now = self._clock()
         with self._lock:
             self.received += 1
-            self.dropped += int(replaced)
+            self.dropped += int(replaced) + int(skipped)
+            self._last_received = now
+            if self._pending_since is None:
+                self._pending_since = now
 
     def on_malformed(self, cause: str) -> None:
         with self._lock:
             self.malformed[cause] = self.malformed.get(cause, 0) + 1
 
-    def on_failed(self) -> None:
-        """Inference or publishing raised on a well-formed frame."""
+    def on_failed(self, cause: str) -> None:
+        """Decoding, inference or publishing raised (not a conversion error); ``cause``: the exception's type name."""
         with self._lock:
-            self.failed += 1
+            self.failed[cause] = self.failed.get(cause, 0) + 1
 
-    def on_processed(self, latencies_ms: dict[str, float]) -> None:
-        """A frame was published; ``latencies_ms`` holds some of STAGES (milliseconds)."""
+    def on_processed(self, latencies_ms: dict[str, float], *, received: float | None = None) -> None:
+        """A frame was published; ``latencies_ms`` holds some of STAGES (milliseconds).
+
+        ``received``: when that frame was received (this object's clock); a frame received later is
+        still waiting, and the stall clock restarts now for it. None: nothing is left waiting.
+        """
+        now = self._clock()
         with self._lock:
             self.processed += 1
-            self._done_at.append(self._clock())
+            self._done_at.append(now)
+            self._last_processed = now
+            waiting = received is not None and self._last_received is not None and self._last_received > received
+            self._pending_since = now if waiting else None
             for stage, value in latencies_ms.items():
                 if stage in self._latency:
                     self._latency[stage].append(float(value))
@@ -66,19 +88,57 @@ class FrameStats:
             return 0.0
         return (len(recent) - 1) / max(now - recent[0], 1e-9)   # decays once frames stop
 
+    def heartbeat(self) -> tuple[float | None, float]:
+        """(seconds since a frame was last processed, None if none yet; seconds a received frame has
+        waited with no frame processed since, 0 if none waits)."""
+        now = self._clock()
+        with self._lock:
+            age = None if self._last_processed is None else now - self._last_processed
+            stalled = 0.0 if self._pending_since is None else now - self._pending_since
+        return age, stalled
+
     def snapshot(self) -> dict[str, Any]:
-        """Flat dict: counters, malformed_<cause>, rate_hz, latency_<stage>_ms_p50 / _p90."""
+        """Flat dict: counters, malformed_<cause>, failed_<exception type>, rate_hz,
+        latency_<stage>_ms_p50 / _p90."""
         rate = self.rate_hz()
         with self._lock:
             out: dict[str, Any] = {"rate_hz": rate, "frames_received": self.received,
                                    "frames_processed": self.processed, "frames_dropped": self.dropped,
                                    "frames_malformed": sum(self.malformed.values()),
-                                   "frames_failed": self.failed}
+                                   "frames_failed": sum(self.failed.values())}
             for cause in sorted(self.malformed):
                 out[f"malformed_{cause}"] = self.malformed[cause]
+            for cause in sorted(self.failed):
+                out[f"failed_{cause}"] = self.failed[cause]
             for stage, values in self._latency.items():
                 if values:
                     p50, p90 = np.percentile(np.fromiter(values, dtype=np.float64), [50, 90])
                     out[f"latency_{stage}_ms_p50"] = float(p50)
                     out[f"latency_{stage}_ms_p90"] = float(p90)
         return out
+
+
+def health(*, thread_alive: bool, stalled_s: float, warn_s: float, error_s: float, max_rate_hz: float = 0.0,
+           died: str | None = None, new_problems: int = 0) -> tuple[str, str]:
+    """The node's diagnostic level ("ok", "warn", "error") and the reason ("" when ok).
+
+    Args:
+        thread_alive: the inference thread is running.
+        stalled_s: `FrameStats.heartbeat`'s second value (a received frame waiting, nothing processed since).
+        warn_s, error_s: stall thresholds (parameters stall_warn_s, stall_error_s); with a capped rate
+            (``max_rate_hz`` > 0) one frame interval, 1 / max_rate_hz, is added to both.
+        died: why the inference thread died since the last report (it was restarted), or None.
+        new_problems: malformed + failed frames since the last report.
+    """
+    slack = 1.0 / max_rate_hz if max_rate_hz > 0 else 0.0
+    if died is not None:
+        return "error", f"the inference thread died ({died}) and was restarted"
+    if not thread_alive:
+        return "error", "the inference thread is not running"
+    if stalled_s > error_s + slack:
+        return "error", f"frames arrive but none was processed for {stalled_s:.1f} s"
+    if stalled_s > warn_s + slack:
+        return "warn", f"frames arrive but none was processed for {stalled_s:.1f} s"
+    if new_problems > 0:
+        return "warn", f"{new_problems} malformed or failed frame{'s' if new_problems > 1 else ''} since the last report"
+    return "ok", ""

@@ -13,6 +13,12 @@ Each parameter applies at one moment (``ParamSpec.applies``):
 A validator takes the value and returns ``None`` when it is acceptable, else the reason it is not
 (a sentence meant for the user: logs, ``SetParametersResult.reason``). Importing this module needs
 only PyYAML; rcl_interfaces is imported by `descriptor`.
+
+Numbers are taken as the parameter's type where that is exact (`coerce`): an integer for a double
+parameter (``-p max_rate_hz:=5``, ``max_rate_hz: 5`` in a params file, ``ros2 param set ... 5``) is
+that double; a double with an integral value for an integer parameter is that integer. The node
+applies it to overrides before declaring and to every later change (a pre-set callback), because
+rclpy's own type check would otherwise refuse them.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from zsp_ros.node.input_limits import LIMIT_RANGES, PARAMETER_FIELDS, InputLimits
 from zsp_ros.runtime.backends import BACKENDS
 
 NODE_NAME = "zsp_node"
@@ -121,6 +128,20 @@ def _period(value: Any) -> str | None:
         f"must be a period in [0.05, 3600] seconds; got {value!r}"
 
 
+def _stall(value: Any) -> str | None:
+    v = float(value)
+    return None if math.isfinite(v) and 0.1 <= v <= 86400.0 else \
+        f"must be a time in [0.1, 86400] seconds; got {value!r}"
+
+
+def _input_limit(name: str) -> Validator:
+    low, high = LIMIT_RANGES[PARAMETER_FIELDS[name]]
+
+    def check(value: Any) -> str | None:
+        return None if low <= value <= high else f"must lie in [{low}, {high}]; got {value!r}"
+    return check
+
+
 def _any(value: Any) -> str | None:
     return None
 
@@ -165,11 +186,47 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("publish_overlay", bool, "Publish the rgb8 overlay on 'overlay' (for rviz).",
               "live", "true or false", _any),
     ParamSpec("max_rate_hz", float, "Process at most this many frames per second (newer frames replace "
-              "waiting ones); 0 = as fast as possible.", "live", "0..1000", _rate),
+              "waiting ones); 0 = as fast as possible. A change takes effect within 0.1 s.", "live", "0..1000",
+              _rate),
+    ParamSpec("stall_warn_s", float, "Diagnostics WARN when a received frame has waited this long with no "
+              "frame processed since (plus 1 / max_rate_hz when the rate is capped).", "live", "0.1..86400",
+              _stall),
+    ParamSpec("stall_error_s", float, "Diagnostics ERROR when a received frame has waited this long with no "
+              "frame processed since (plus 1 / max_rate_hz when capped), or the inference thread is dead.",
+              "live", "0.1..86400", _stall),
+    ParamSpec("max_input_pixels", int, "Refuse (as malformed, cause too_large) a frame of more pixels than "
+              "this, raw or compressed; a compressed frame is checked from its header, before decoding.",
+              "live", "1..89478485", _input_limit("max_input_pixels")),
+    ParamSpec("max_compressed_bytes", int, "Refuse a CompressedImage whose data is longer than this many bytes.",
+              "live", "1..1073741824", _input_limit("max_compressed_bytes")),
+    ParamSpec("max_raw_bytes", int, "Refuse an Image whose data (height x step) is longer than this many bytes.",
+              "live", "1..4294967296", _input_limit("max_raw_bytes")),
+    ParamSpec("max_text_chunk_bytes", int, "Refuse a PNG whose metadata chunks (tEXt, zTXt, iTXt, iCCP; "
+              "inflated, all together) exceed this many bytes.", "live", "0..1048576",
+              _input_limit("max_text_chunk_bytes")),
+    ParamSpec("max_jpeg_scans", int, "Refuse a JPEG of more scans than this (each progressive scan is a pass "
+              "over the whole picture).", "live", "1..1000", _input_limit("max_jpeg_scans")),
     ParamSpec("autostart", bool, "Configure and activate at start-up, without a lifecycle manager.",
               "startup", "true or false", _any),
 )
 SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
+
+
+def coerce(name: str, value: Any) -> Any:
+    """``value`` as parameter ``name``'s type where the conversion is exact, else unchanged.
+
+    int -> float for a float parameter; a float with an integral value -> int for an int parameter.
+    Booleans, strings and inexact numbers are returned as given (the type check refuses them).
+    """
+    spec = SPECS.get(name)
+    if spec is None or isinstance(value, bool):
+        return value
+    if spec.type is float and isinstance(value, int):
+        as_float = float(value)
+        return as_float if int(as_float) == value else value
+    if spec.type is int and isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
 
 
 def check_value(name: str, value: Any) -> str | None:
@@ -221,6 +278,11 @@ def check_backend_files(values: Mapping[str, Any]) -> list[str]:
         problems.append("engine_path: the tensorrt backend needs engine_path (`zsp engine build`) or onnx_path "
                         "(an export to build an engine from); both are empty")
     return problems
+
+
+def input_limits(values: Mapping[str, Any]) -> InputLimits:
+    """The frame size limits (`zsp_ros.node.input_limits.InputLimits`) from the parameter values."""
+    return InputLimits.from_parameters({name: values[name] for name in PARAMETER_FIELDS})
 
 
 def backend_options(values: Mapping[str, Any]) -> dict[str, str]:
@@ -281,11 +343,12 @@ def load_defaults(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     path = Path(path) if path is not None else default_config_path()
     with path.open(encoding="utf-8") as f:
         values = node_section(yaml.safe_load(f), source=str(path))
+    values = {name: coerce(name, value) for name, value in values.items()}
     unknown = sorted(set(values) - set(SPECS))
     problems = ([f"unknown parameter(s) {unknown}"] if unknown else []) + check_all(values)
     if problems:
         raise ValueError(f"{path}: " + "; ".join(problems))
-    return {p.name: (float(values[p.name]) if p.type is float else values[p.name]) for p in PARAMETERS}
+    return {p.name: values[p.name] for p in PARAMETERS}
 
 
 # ------------------------------------------------------------------ ROS descriptors
@@ -306,5 +369,7 @@ def descriptor(spec: ParamSpec) -> Any:
         d.floating_point_range = [FloatingPointRange(from_value=0.0, to_value=1000.0, step=0.0)]
     elif spec.validate is _period:
         d.floating_point_range = [FloatingPointRange(from_value=0.05, to_value=3600.0, step=0.0)]
+    elif spec.validate is _stall:
+        d.floating_point_range = [FloatingPointRange(from_value=0.1, to_value=86400.0, step=0.0)]
     return d
 

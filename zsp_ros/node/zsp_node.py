@@ -1,3 +1,4 @@
+# Over 400 lines: the lifecycle transitions, the supervised frame path and the diagnostics share one node's state.
 """zsp_node: zero-shot panoptic segmentation as a ROS 2 LifecycleNode (a thin layer over the runtime).
 
 Lifecycle (each callback returns FAILURE with a logged reason instead of raising):
@@ -15,14 +16,24 @@ Topics (relative names, remap them): subscribes ``image`` (sensor_msgs/Image) an
 ``semantic`` (16UC1 category ids), ``overlay`` (rgb8), ``label_info`` (zsp_msgs/CategorySet,
 transient local, republished on every change) and ``/diagnostics``.
 
-Services: ``add_categories``, ``remove_categories``, ``list_categories`` (zsp_msgs). Every failure is
-``success=false`` with a message saying why; no exception leaves a callback.
+Services: ``add_categories``, ``remove_categories``, ``list_categories`` (zsp_msgs), with a request
+queue of SERVICE_QUEUE_DEPTH (bursts of that many concurrent requests are all answered). Every failure
+is ``success=false`` with a message saying why; no exception leaves a callback.
 
-Threads: subscription callbacks only drop the message into a one-slot mailbox (`LatestFrame`),
-so a slow model always processes the newest frame and every replaced frame is counted as dropped.
-One inference thread takes frames from it (honouring ``max_rate_hz``) and publishes. Category
-writes run in their own callback group of a MultiThreadedExecutor; the runtime's registry swaps
-its head atomically, so frames keep flowing while a category is being added.
+Threads: subscription callbacks (one mutually exclusive group) check the header and drop the message
+into a one-slot mailbox (`LatestFrame`), then wait until it is taken or for half a frame's processing
+time (0.05..0.25 s), so the model always gets a frame at most that much older than the newest, and a
+flood costs a few deserialised messages per processed frame, not one per frame sent (frame_input.py); frames replaced or never taken are counted
+as dropped (publisher sequence numbers). Frames over the size limits (``max_input_pixels`` ...,
+zsp_ros.node.input_limits) are refused from their header, before decoding. One inference thread takes
+frames from the mailbox (honouring ``max_rate_hz``, re-read every 0.1 s while it waits) and publishes. It never stops on a bad frame: a conversion error counts the frame as malformed,
+any other exception (decode, segment, publish) as failed under its exception type; both are logged at
+most once per LOG_PERIOD_S per cause. Should the thread still die (a BaseException), the diagnostics
+timer finds it dead, restarts it and counts the restart. /diagnostics carries a heartbeat (age of the
+last processed frame, thread alive, restarts) and turns WARN / ERROR when frames arrive but none is
+processed for ``stall_warn_s`` / ``stall_error_s`` (`frame_stats.health`). Category writes run in
+their own callback group of a MultiThreadedExecutor; the runtime's registry swaps its head
+atomically, so frames keep flowing while a category is being added.
 """
 from __future__ import annotations
 
@@ -43,10 +54,18 @@ from zsp_ros.kit.locate import resolve_kit
 from zsp_ros.kit.model_kit import KitError
 from zsp_ros.node import parameters as params
 from zsp_ros.node.category_services import CategoryServices
-from zsp_ros.node.frame_input import CauseThrottle, LatestFrame, malformed_cause
-from zsp_ros.node.frame_stats import FrameStats
+from zsp_ros.node.frame_input import (
+    CauseThrottle,
+    LatestFrame,
+    SequenceGaps,
+    intake_refresh_s,
+    malformed_cause,
+    message_origin,
+)
+from zsp_ros.node.frame_stats import FrameStats, health
 from zsp_ros.node.image_conversion import check_picture, to_rgb8
 from zsp_ros.node.image_encodings import ImageConversionError
+from zsp_ros.node.input_limits import PARAMETER_FIELDS
 from zsp_ros.node.messages import (
     category_set_message,
     diagnostic_message,
@@ -55,10 +74,13 @@ from zsp_ros.node.messages import (
     semantic_message,
 )
 from zsp_ros.runtime.segmenter import Segmenter
+from zsp_ros.runtime.state_store import MemoryStateStore, StateDirError
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
 LOG_PERIOD_S = 10.0          # a repeated problem (same cause) is logged at most this often
+SERVICE_QUEUE_DEPTH = 256    # queued requests per category service (rclpy's default, 10, loses bursts)
+RATE_SLICE_S = 0.1           # the rate limiter re-reads max_rate_hz at least this often while it waits
 
 
 class ZspNode(LifecycleNode):
@@ -73,11 +95,21 @@ class ZspNode(LifecycleNode):
                  **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         defaults = params.load_defaults() if defaults is None else defaults
-        for spec in params.PARAMETERS:
-            self.declare_parameter(spec.name, defaults[spec.name], params.descriptor(spec))
+        overrides = getattr(self, "_parameter_overrides", {})     # rclpy's parsed -p / --params-file values
+        for spec in params.PARAMETERS:          # an override of the other number type is converted when exact
+            given = overrides.get(spec.name)
+            value = None if given is None else params.coerce(spec.name, given.value)
+            if type(value) is spec.type:        # (rclpy takes the declared type from the value passed here)
+                self.declare_parameter(spec.name, value, params.descriptor(spec), ignore_override=True)
+            else:                               # no override, or one rclpy refuses with its own reason
+                self.declare_parameter(spec.name, defaults[spec.name], params.descriptor(spec))
+        self.add_pre_set_parameters_callback(_coerce_changes)
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._limits = params.input_limits(self._values())      # frame size limits, kept current
+        self.add_post_set_parameters_callback(self._after_set_parameters)
 
         self._segmenter: Any = None          # zsp_ros.runtime.segmenter.Segmenter while configured
+        self._memory_store = MemoryStateStore()  # without state_dir: categories, version and ids survive cleanup
         self._kit_dir = ""
         self._registry_lock = threading.Lock()   # category writes vs. cleanup
         self._io_lock = threading.Lock()         # publishers vs. transitions
@@ -86,12 +118,17 @@ class ZspNode(LifecycleNode):
         self._timer: Any = None
         self._slot: LatestFrame | None = None
         self._worker: threading.Thread | None = None
+        self._worker_lock = threading.Lock()     # (re)starting the worker vs. stopping it
+        self._worker_death: str | None = None    # why the worker died, until the supervisor reports it
+        self._restarts = 0
         self._stop = threading.Event()
         self._stats = FrameStats()
         self._throttle = CauseThrottle(period_s=LOG_PERIOD_S)
         self._last_problems = 0
 
-        self._input_group = ReentrantCallbackGroup()
+        self._input_group = MutuallyExclusiveCallbackGroup()   # one image callback at a time (pull, see _on_frame)
+        self._gaps = SequenceGaps()
+        self._processing_s = 0.0             # recent seconds per processed frame (moving average)
         self._write_group = MutuallyExclusiveCallbackGroup()
         self._read_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
@@ -99,10 +136,14 @@ class ZspNode(LifecycleNode):
         services = CategoryServices(segmenter=lambda: self._segmenter, lock=self._registry_lock,
                                     logger=self.get_logger(), lifecycle_state=self.lifecycle_state,
                                     stamp=self._stamp, on_changed=self._publish_label_info)
-        self.create_service(AddCategories, "add_categories", services.on_add, callback_group=self._write_group)
-        self.create_service(RemoveCategories, "remove_categories", services.on_remove,
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=SERVICE_QUEUE_DEPTH,
+                         reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+        self.create_service(AddCategories, "add_categories", services.on_add, qos_profile=qos,
                             callback_group=self._write_group)
-        self.create_service(ListCategories, "list_categories", services.on_list, callback_group=self._read_group)
+        self.create_service(RemoveCategories, "remove_categories", services.on_remove, qos_profile=qos,
+                            callback_group=self._write_group)
+        self.create_service(ListCategories, "list_categories", services.on_list, qos_profile=qos,
+                            callback_group=self._read_group)
 
     # ------------------------------------------------------------------ parameters
     def _values(self) -> dict[str, Any]:
@@ -125,6 +166,10 @@ class ZspNode(LifecycleNode):
             self.get_logger().warning("parameter change refused: " + "; ".join(problems))
         return SetParametersResult(successful=not problems, reason="; ".join(problems))
 
+    def _after_set_parameters(self, changes: list[Any]) -> None:
+        if any(change.name in PARAMETER_FIELDS for change in changes):
+            self._limits = params.input_limits(self._values())
+
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load the kit and the category registry. SUCCESS: ready to activate. FAILURE: bad
@@ -141,14 +186,19 @@ class ZspNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {exc} (set the 'kit' parameter)")
             return FAILURE
         t0 = time.perf_counter()
+        state_dir = values["state_dir"] or None
         try:
             segmenter = Segmenter.from_kit(
                 kit, backend=values["backend"], device=values["device"], precision=values["precision"],
-                state_dir=values["state_dir"] or None, short_side=values["input_short_side"] or None,
+                state_dir=state_dir, store=None if state_dir else self._memory_store, allow_read_only=True,
+                short_side=values["input_short_side"] or None,
                 max_long_side=values["input_max_long_side"] or None,
                 object_mask_threshold=_threshold_or_kit(values["object_mask_threshold"]),
                 overlap_threshold=_threshold_or_kit(values["overlap_threshold"]), semantic=values["publish_semantic"],
                 backend_options=params.backend_options(values), backend_factory=build_backend_with_artifacts)
+        except StateDirError as exc:       # the directory's fault, not the kit's (a file, a locked one, ...)
+            self.get_logger().error(f"configure failed: {exc} (fix it, or set the 'state_dir' parameter)")
+            return FAILURE
         except Exception as exc:
             hint = " (set the 'kit' parameter)" if not values["kit"] and not kit.is_dir() else ""
             self.get_logger().error(f"configure failed: cannot load model kit {kit} with backend "
@@ -166,6 +216,11 @@ class ZspNode(LifecycleNode):
         registry = segmenter.registry
         if registry.load_problem:
             self.get_logger().warning(registry.load_problem)
+        read_only = registry.read_only_reason
+        if read_only:
+            self.get_logger().warning(f"{read_only}: running read-only; add_categories and remove_categories "
+                                      f"will be refused "
+                                      f"(make state_dir {state_dir} writable, or choose another, and configure again)")
         self._segmenter, self._kit_dir = segmenter, str(kit)
         cats = registry.list()
         fixed = segmenter.fixed_hw
@@ -174,7 +229,7 @@ class ZspNode(LifecycleNode):
             f"configured in {time.perf_counter() - t0:.1f} s: kit {kit}, backend {values['backend']} on "
             f"{values['device']} (network input {size}), {len(cats)} categories (version {cats.version}, "
             f"{sum(c.origin == 'added' for c in cats)} added), state "
-            f"{values['state_dir'] or 'in memory'}")
+            f"{(state_dir + (' (read-only)' if read_only else '')) if state_dir else 'in memory (kept across cleanup)'}")
         return SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -254,9 +309,9 @@ class ZspNode(LifecycleNode):
         self._last_problems = 0
         self._slot = LatestFrame()
         self._stop.clear()
-        self._worker = threading.Thread(target=self._inference_loop, args=(self._slot,),
-                                         name="zsp-inference", daemon=True)
-        self._worker.start()
+        with self._worker_lock:
+            self._restarts, self._worker_death = 0, None
+            self._worker = self._start_worker(self._slot)
         self._timer = self.create_timer(values["diagnostics_period_s"], self._publish_diagnostics,
                                         callback_group=self._timer_group)
         self._subs = [self.create_subscription(Image, "image", self._on_frame, qos_in,
@@ -268,11 +323,12 @@ class ZspNode(LifecycleNode):
     def _close_io(self) -> None:
         """Stop the inference thread first, then destroy subscriptions, timer and publishers. Idempotent."""
         self._stop.set()
-        if self._slot is not None:
-            self._slot.close()
-        if self._worker is not None:
-            self._worker.join()
-        self._worker, self._slot = None, None
+        with self._worker_lock:              # the supervisor cannot start a new worker from here on
+            if self._slot is not None:
+                self._slot.close()
+            if self._worker is not None:
+                self._worker.join()
+            self._worker, self._slot = None, None
         subs, self._subs = self._subs, []
         timer, self._timer = self._timer, None
         with self._io_lock:
@@ -293,47 +349,94 @@ class ZspNode(LifecycleNode):
             gc.collect()
 
     # ------------------------------------------------------------------ frames
-    def _on_frame(self, msg: Any) -> None:
-        """Subscription callback: reject what is malformed on its face, else put into the mailbox.
+    def _on_frame(self, msg: Any, info: Any) -> None:
+        """Subscription callback: reject what is malformed on its face, else put into the mailbox and
+        wait until the inference thread has taken it, or `intake_refresh_s` (half a frame's processing time).
 
-        The header check is O(1) (no decode, no copy), so a broken frame is counted even when the
-        inference thread is busy, and it never displaces a good frame waiting in the mailbox.
+        The header check costs no decode and no copy. While this callback waits, its mutually exclusive
+        callback group keeps the executor from taking image messages and DDS keeps only the newest
+        (KEEP_LAST 1): the intake costs one message per processed frame plus one per refresh time
+        (at most 20 a second), whatever the input rate (frame_input's docstring). ``info``: rclpy's
+        MessageInfo; publisher sequence gaps count the frames the node never took as dropped.
         """
         slot = self._slot
         if slot is None:
             return
+        publisher, sequence = message_origin(info)
+        skipped = self._gaps.skipped(publisher, sequence)
         try:
-            check_picture(msg)
+            check_picture(msg, limits=self._limits)
         except ImageConversionError as exc:
-            self._stats.on_received(replaced=False)
+            self._stats.on_received(replaced=False, skipped=skipped)
             self._skip_malformed(exc)
             return
-        self._stats.on_received(replaced=slot.put((msg, time.perf_counter())))
+        except Exception as exc:                      # a checker bug must not stop the subscription
+            self._stats.on_received(replaced=False, skipped=skipped)
+            self._count_failed("check", exc)
+            return
+        item = (msg, time.monotonic())
+        self._stats.on_received(replaced=slot.put(item), skipped=skipped)
+        slot.wait_taken(item, timeout=intake_refresh_s(self._processing_s))
+
+    # ------------------------------------------------------------------ the inference thread
+    def _start_worker(self, slot: LatestFrame) -> threading.Thread:
+        worker = threading.Thread(target=self._inference_main, args=(slot,), name="zsp-inference", daemon=True)
+        worker.start()
+        return worker
+
+    def _inference_main(self, slot: LatestFrame) -> None:
+        """The worker's body: the loop, and a record of why it ended if it ended by an exception."""
+        try:
+            self._inference_loop(slot)
+        except BaseException as exc:        # only BaseExceptions get here; the supervisor restarts the thread
+            self._worker_death = f"{type(exc).__name__}: {exc}"
+            raise
 
     def _inference_loop(self, slot: LatestFrame) -> None:
-        next_start = 0.0
+        """Take the newest frame, process it, wait out the rate cap; until stopped. An exception in
+        one round is counted and logged, and the loop goes on."""
+        started: float | None = None
         while not self._stop.is_set():
-            wait = next_start - time.perf_counter()
-            if wait > 0 and self._stop.wait(wait):
-                break
-            item = slot.take(timeout=0.25)
-            if item is None:
-                continue
-            started = time.perf_counter()
+            try:
+                if started is not None and self._wait_for_rate(started):
+                    break
+                item = slot.take(timeout=0.25)
+                if item is None:
+                    continue
+                started = time.monotonic()
+                self._process(*item)
+                self._processing_s += 0.2 * (time.monotonic() - started - self._processing_s)
+            except Exception as exc:
+                self._count_failed("loop", exc)
+                self._stop.wait(0.01)               # never spin on a persistent fault
+
+    def _wait_for_rate(self, started: float) -> bool:
+        """Sleep until 1 / max_rate_hz after ``started``, re-reading the rate every RATE_SLICE_S, so a
+        change applies at once. True when the node is stopping."""
+        while True:
             rate = float(self.get_parameter("max_rate_hz").value)
-            next_start = started + 1.0 / rate if rate > 0 else 0.0
-            self._process(*item)
+            left = (started + 1.0 / rate - time.monotonic()) if rate > 0 else 0.0
+            if left <= 0:
+                return self._stop.is_set()
+            if self._stop.wait(min(left, RATE_SLICE_S)):
+                return True
 
     def _process(self, msg: Any, received: float) -> None:
-        """Segment one frame and publish; a malformed or failing frame is counted, logged, skipped."""
+        """Segment one frame and publish; a malformed or failing frame is counted, logged, skipped.
+
+        ``received``: when the frame arrived (time.monotonic). Raises nothing (but BaseException)."""
         segmenter, pubs = self._segmenter, self._pubs
         if segmenter is None or not pubs:
             return
         try:
-            rgb = to_rgb8(msg)
+            rgb = to_rgb8(msg, limits=self._limits)
         except ImageConversionError as exc:            # e.g. compressed bytes that do not decode
             self._skip_malformed(exc)
             return
+        except Exception as exc:                       # a decoder's own error: a failed frame, not a dead thread
+            self._count_failed("decode", exc)
+            return
+        stage = "segment"
         try:
             values = {name: self.get_parameter(name).value for name in
                       ("object_mask_threshold", "overlap_threshold", "publish_semantic", "publish_overlay")}
@@ -342,27 +445,47 @@ class ZspNode(LifecycleNode):
             result = segmenter.segment(                       # thresholds -1: the kit's (the Segmenter's own)
                 rgb, object_mask_threshold=_threshold_or_kit(values["object_mask_threshold"]),
                 overlap_threshold=_threshold_or_kit(values["overlap_threshold"]), semantic=bool(want_semantic))
-            t_publish = time.perf_counter()
+            stage = "publish"
+            t_publish = time.monotonic()
             pubs["panoptic"].publish(panoptic_message(result, msg.header))
             if want_semantic and result.semantic is not None:
                 pubs["semantic"].publish(semantic_message(result.semantic, msg.header))
             if want_overlay:
                 pubs["overlay"].publish(overlay_message(rgb, result, msg.header))
-            done = time.perf_counter()
+            done = time.monotonic()
         except Exception as exc:
-            self._stats.on_failed()
-            self._log_throttled(f"failed:{type(exc).__name__}", f"frame failed: {type(exc).__name__}: {exc}\n"
-                                f"{traceback.format_exc(limit=4)}")
+            self._count_failed(stage, exc)
             return
         timings = result.timings_ms
         self._stats.on_processed({"preprocess": timings.get("preprocess", 0.0), "model": timings.get("model", 0.0),
                                   "postprocess": timings.get("postprocess", 0.0),
-                                  "publish": (done - t_publish) * 1e3, "node": (done - received) * 1e3})
+                                  "publish": (done - t_publish) * 1e3, "node": (done - received) * 1e3},
+                                 received=received)
 
     def _skip_malformed(self, exc: ImageConversionError) -> None:
         cause = malformed_cause(exc)
         self._stats.on_malformed(cause)
         self._log_throttled(f"malformed:{cause}", f"skipping malformed image ({cause}): {exc}")
+
+    def _count_failed(self, stage: str, exc: Exception) -> None:
+        """Count a frame (or loop round) that raised ``exc`` in ``stage`` under its exception type; log throttled."""
+        cause = type(exc).__name__
+        self._stats.on_failed(cause)
+        self._log_throttled(f"failed:{cause}", f"frame failed in {stage}: {cause}: {exc}\n"
+                            f"{traceback.format_exc(limit=4)}")
+
+    def _supervise(self) -> str | None:
+        """Restart the inference thread if it died while the node is active; why it died, else None."""
+        with self._worker_lock:
+            worker, slot = self._worker, self._slot
+            if worker is None or slot is None or worker.is_alive() or self._stop.is_set():
+                return None
+            why, self._worker_death = self._worker_death or "no exception recorded", None
+            self._restarts += 1
+            self.get_logger().error(f"the inference thread died ({why}); restarting it "
+                                    f"(restart {self._restarts} since activation)")
+            self._worker = self._start_worker(slot)
+            return why
 
     def _log_throttled(self, cause: str, text: str) -> None:
         count = self._throttle.should_log(cause)
@@ -385,26 +508,54 @@ class ZspNode(LifecycleNode):
             pub.publish(category_set_message(segmenter.registry.list(), Header(stamp=self._stamp())))
 
     def _publish_diagnostics(self) -> None:
+        """The diagnostics timer: supervise the inference thread, then publish counters and heartbeat."""
+        try:
+            died = self._supervise()
+        except Exception as exc:           # e.g. no thread can be started: reported as not running
+            died = None
+            self._log_throttled("supervisor", f"cannot restart the inference thread: {type(exc).__name__}: {exc}")
         try:
             segmenter, pub = self._segmenter, self._pubs.get("diagnostics")
             if segmenter is None or pub is None:
                 return
             stats = self._stats.snapshot()
+            age, stalled = self._stats.heartbeat()
+            worker = self._worker
+            alive = worker is not None and worker.is_alive()
             cats = segmenter.registry.list()
             problems = stats["frames_malformed"] + stats["frames_failed"]
-            level = "warn" if problems > self._last_problems else "ok"
+            live = {name: float(self.get_parameter(name).value) for name in
+                    ("stall_warn_s", "stall_error_s", "max_rate_hz")}
+            level, why = health(thread_alive=alive, stalled_s=stalled, warn_s=live["stall_warn_s"],
+                                error_s=live["stall_error_s"], max_rate_hz=live["max_rate_hz"], died=died,
+                                new_problems=max(problems - self._last_problems, 0))
             self._last_problems = problems
-            values = {**stats, "category_set_version": cats.version, "categories": len(cats),
-                      "categories_added": sum(c.origin == "added" for c in cats), "kit": self._kit_dir,
+            values = {**stats, "last_processed_age_s": -1.0 if age is None else age, "stalled_s": stalled,
+                      "inference_thread_alive": alive, "inference_thread_restarts": self._restarts,
+                      "category_set_version": cats.version, "categories": len(cats),
+                      "categories_added": sum(c.origin == "added" for c in cats),
+                      "categories_read_only": segmenter.registry.read_only_reason is not None, "kit": self._kit_dir,
                       "backend": segmenter.backend.name}
-            summary = (f"{stats['rate_hz']:.1f} Hz; {stats['frames_processed']} processed, "
-                       f"{stats['frames_dropped']} dropped, {stats['frames_malformed']} malformed, "
+            summary = (f"{why + '; ' if why else ''}{stats['rate_hz']:.1f} Hz; {stats['frames_processed']} "
+                       f"processed, {stats['frames_dropped']} dropped, {stats['frames_malformed']} malformed, "
                        f"{stats['frames_failed']} failed; category set v{cats.version}")
             pub.publish(diagnostic_message(name=f"{self.get_fully_qualified_name()}: zero-shot segmentation",
                                            hardware_id=str(getattr(segmenter.backend, "device", "")),
                                            level=level, summary=summary, values=values, stamp=self._stamp()))
         except Exception as exc:
             self._log_throttled("diagnostics", f"diagnostics not published: {type(exc).__name__}: {exc}")
+
+
+def _coerce_changes(changes: list[Any]) -> list[Any]:
+    """Pre-set callback: each change of one of our parameters as its declared type where exact
+    (``ros2 param set ... max_rate_hz 5`` is 5.0), so rclpy's type check does not refuse it."""
+    from rclpy.parameter import Parameter
+
+    out = []
+    for change in changes:
+        value = params.coerce(change.name, change.value) if change.name in params.SPECS else change.value
+        out.append(change if value is change.value else Parameter(change.name, value=value))
+    return out
 
 
 def _threshold_or_kit(value: float) -> float | None:

@@ -68,6 +68,14 @@ def validate_names(names: Sequence[str], isthing: bool | Sequence[bool] | None,
     return names, flags
 
 
+def validate_added_count(new: int, current: CategorySet, cap: int) -> None:
+    """Refuse an add of ``new`` names that would make more than ``cap`` categories of origin "added"."""
+    added = sum(c.origin == "added" for c in current)
+    if added + new > cap:
+        raise CategoryError(f"{added} categories are added already and {new} more would exceed the cap of {cap} "
+                            f"added categories (max_added_categories); remove some first")
+
+
 def validate_remove(names_or_ids: Sequence[str | int] | str | int, current: CategorySet) -> set[int]:
     """Check a remove request (names or ids); return the ids to remove or raise CategoryError listing every problem."""
     if isinstance(names_or_ids, (str, int)):

@@ -17,16 +17,36 @@ A removed seen category added again by name gets a new id (ids are never reused)
 bank embeddings train it again, alongside its synthetic ones.
 
 Ids are stable: a new category gets max(every id ever used) + 1; removed ids are never reused.
+
+Bounded cost: at most ``max_added_categories`` (default 256) added categories at a time (an add past it
+is refused with a `CategoryError` naming the cap), and at most ``max_synthetic_rows`` (default 16384)
+synthetic rows enter a refit (the same number per added category, their class weights scaled to keep
+each one's loss mass: zsp_ros.pading.runtime_refit.bounded_synthetic), so an add after 200 others costs
+about what the fit of the larger head needs, not 500 rows x 200 categories.
+
+Writes yield the CPU: every add / remove / warm-up runs in one writer thread, created on first use,
+whose OS scheduling priority is lowered (Linux: ``os.setpriority`` on its thread id, nice + ``writer_nice``
+= 10; no privileges needed to lower one's own priority), with ``train_threads`` torch threads; the
+caller waits for it. Inference threads, at normal priority, keep most of a contended core meanwhile.
+
+A failed request (validation, encoder, fit, save) changes nothing: version, ids and snapshot stay as
+they were; `version` is always readable. A store opened read-only (`StateStore.open(...,
+allow_read_only=True)`) makes every add / remove a `CategoryError` naming the directory.
 """
 from __future__ import annotations
 
 import builtins
 import contextlib
+import inspect
 import logging
+import os
+import queue
+import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -37,17 +57,26 @@ from zsp_ros.model.primitive_generator import PrimitiveGenerator
 from zsp_ros.pading.head_fit import fit_head as pading_fit_head
 from zsp_ros.pading.runtime_refit import (
     DEFAULT_CLASS_WEIGHTS,
+    DEFAULT_MAX_SYNTHETIC_ROWS,
     head_tensors,
     synthesize_for_ids,
     training_rows,
     warm_start,
 )
-from zsp_ros.runtime.category_requests import CategoryError, validate_names, validate_remove
-from zsp_ros.runtime.state_store import RegistryState, StateStore
+from zsp_ros.runtime.category_requests import (
+    CategoryError,
+    validate_added_count,
+    validate_names,
+    validate_remove,
+)
+from zsp_ros.runtime.state_store import MemoryStateStore, RegistryState, StateStore
 from zsp_ros.semantics.build import build_text_encoder
 
 log = logging.getLogger(__name__)
-
+T = TypeVar("T")
+_Job = tuple[Callable[[], Any], threading.Event, dict[str, Any]]      # (work, done signal, its value or error)
+DEFAULT_MAX_ADDED_CATEGORIES = 256
+WRITER_NICE = 10          # how much lower the writer thread's scheduling priority is (Linux nice units)
 
 
 class TextEncoderLike(Protocol):
@@ -75,6 +104,85 @@ class HeadSnapshot:
 
 
 
+class _Writer:
+    """One daemon thread that runs the registry's writes one at a time at a lower OS priority.
+
+    Created on the first `run`; it raises its own nice value by ``nice`` (Linux: ``os.setpriority`` on the
+    thread id; elsewhere it runs at normal priority) and records the value it got in ``niceness``.
+    `run` queues a job and waits for it, returning its value or raising its exception in the caller.
+    """
+
+    def __init__(self, *, nice: int, name: str) -> None:
+        self.nice = int(nice)
+        self.name = name
+        self.niceness: int | None = None
+        self._thread: threading.Thread | None = None
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()   # the current thread's own queue
+        self._start_lock = threading.Lock()
+
+    def run(self, job: Callable[[], T]) -> T:
+        if threading.current_thread() is self._thread:          # a write inside a write: run it here
+            return job()
+        done, box = threading.Event(), dict[str, Any]()
+        with self._start_lock:                                  # start (if needed) and enqueue as one step
+            if self._thread is None or not self._thread.is_alive():
+                started, self._jobs = threading.Event(), queue.SimpleQueue()
+                self._thread = threading.Thread(target=self._loop, args=(self._jobs, started), name=self.name,
+                                                daemon=True)
+                self._thread.start()
+                started.wait()
+            self._jobs.put((job, done, box))
+        done.wait()
+        if "error" in box:
+            raise box["error"]
+        value: T = box["value"]
+        return value
+
+    def close(self, *, wait: bool = True) -> None:
+        """Stop the thread after the jobs queued so far (idempotent); a later `run` starts a new one."""
+        with self._start_lock:
+            thread, self._thread = self._thread, None
+            if thread is not None and thread.is_alive():
+                self._jobs.put(None)
+        if thread is not None and wait and thread is not threading.current_thread():
+            thread.join(timeout=60)
+
+    def _loop(self, jobs: queue.SimpleQueue[_Job | None], started: threading.Event) -> None:
+        self.niceness = _lower_priority(self.nice)
+        started.set()
+        while self._run_one(jobs.get()):
+            pass
+
+    @staticmethod
+    def _run_one(item: _Job | None) -> bool:
+        """Run one queued job (False: the stop signal). Keeps no reference to it afterwards, so an
+        unreferenced registry can be collected (its finalizer then stops this thread)."""
+        if item is None:
+            return False
+        job, done, box = item
+        try:
+            box["value"] = job()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller, which raises it
+            box["error"] = exc
+        finally:
+            done.set()
+        return True
+
+
+def _lower_priority(nice: int) -> int | None:
+    """Raise this thread's nice value by ``nice`` (Linux: PRIO_PROCESS of a thread id is that thread);
+    return the nice value it now has (None elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    tid = threading.get_native_id()
+    if nice > 0:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+        except OSError as exc:                                 # a sandbox may forbid it: run at normal priority
+            log.warning("could not lower the category writer thread's priority (%s)", exc)
+    return os.getpriority(os.PRIO_PROCESS, tid)
+
+
 class CategoryRegistry:
     """Category set + head + version, changeable while inference runs.
 
@@ -84,7 +192,8 @@ class CategoryRegistry:
         generator: the kit's PrimitiveGenerator (``forward(semantic [N,D], noise) -> [N,E]``, ``sample_noise``).
         fit_head: ``fit_head(embeds=[M,E], labels=[M], class_weights=[K+1], **fit_kwargs)`` returning
             a head with ``weight`` [K+1,E] and ``bias`` [K+1] (default: zsp_ros.pading.head_fit.fit_head).
-        store: where state persists (None: in memory only).
+        store: where state persists: a `StateStore` (a directory; read-only ones refuse changes), a
+            `MemoryStateStore` (this process only), or None (this registry only). `close` closes it.
         synthetic_per_category: fake embeddings generated per added name.
         class_weights: {"seen", "added", "no_object"} loss weights of the retraining.
         fit_kwargs: extra keyword arguments for ``fit_head`` (steps, lr, ...).
@@ -93,22 +202,33 @@ class CategoryRegistry:
         verify_text_encoder: encode up to 4 kit category names and compare them with the kit's
             stored text embeddings (cosine >= 0.99), catching same-name encoders with other weights.
         seed: synthetic embeddings of category id c are generated with seed ``seed + c``.
-        train_threads: torch threads used by the writer while it generates and retrains (the calling
-            thread only; restored afterwards). 1 by default: the problem is small, a single thread is
-            fastest on a busy 2-core CPU (OpenMP threads spin when oversubscribed), and it leaves the
-            other core to inference running beside it.
+        train_threads: torch threads used by the writer while it generates and retrains (restored
+            afterwards). 1 by default: the problem is small, a single thread is fastest on a busy 2-core
+            CPU (OpenMP threads spin when oversubscribed), and it leaves the other core to inference.
+        max_added_categories: at most this many categories of origin "added" at a time; an add past it
+            is refused (`CategoryError` naming the cap).
+        max_synthetic_rows: at most this many synthetic rows per refit (None: all of them; see module
+            docstring).
+        writer_nice: run every write in one writer thread whose nice value is raised by this much
+            (lower CPU priority; module docstring); None runs writes in the calling thread.
     """
 
     def __init__(self, *, kit: ModelKit, text_encoder: TextEncoderLike, generator: torch.nn.Module,
-                 fit_head: Callable[..., Any] | None = None, store: StateStore | None = None,
+                 fit_head: Callable[..., Any] | None = None, store: StateStore | MemoryStateStore | None = None,
                  synthetic_per_category: int = 64, class_weights: dict[str, float] | None = None,
                  fit_kwargs: dict[str, Any] | None = None, warm_start: bool = True,
-                 verify_text_encoder: bool = True, seed: int = 0, train_threads: int | None = 1):
+                 verify_text_encoder: bool = True, seed: int = 0, train_threads: int | None = 1,
+                 max_added_categories: int = DEFAULT_MAX_ADDED_CATEGORIES,
+                 max_synthetic_rows: int | None = DEFAULT_MAX_SYNTHETIC_ROWS, writer_nice: int | None = WRITER_NICE):
         kit.check_text_encoder(text_encoder.identifier, text_encoder.dim)
         if verify_text_encoder:
             _verify_text_encoder(kit, text_encoder)
         if synthetic_per_category < 1:
             raise ValueError(f"synthetic_per_category must be >= 1, got {synthetic_per_category}")
+        if max_added_categories < 1:
+            raise ValueError(f"max_added_categories must be >= 1, got {max_added_categories}")
+        if max_synthetic_rows is not None and max_synthetic_rows < 1:
+            raise ValueError(f"max_synthetic_rows must be >= 1 or None, got {max_synthetic_rows}")
         self.kit = kit
         self.text_encoder = text_encoder
         self.generator = generator
@@ -117,12 +237,18 @@ class CategoryRegistry:
         self.synthetic_per_category = int(synthetic_per_category)
         self.class_weights = {**DEFAULT_CLASS_WEIGHTS, **(class_weights or {})}
         self.fit_kwargs = dict(fit_kwargs or {})
+        _check_fit_kwargs(self.fit_head, self.fit_kwargs)
         self.warm_start = bool(warm_start)
         self.seed = int(seed)
         self.train_threads = train_threads
+        self.max_added_categories = int(max_added_categories)
+        self.max_synthetic_rows = max_synthetic_rows
         self.last_timings_ms: dict[str, float] = {}
         self.load_problem: str | None = None       # why a stored state was set aside, if it was
         self._write_lock = threading.Lock()
+        self._writer = None if writer_nice is None else _Writer(nice=writer_nice, name="zsp-category-writer")
+        if self._writer is not None:        # a registry dropped without close() still stops its thread
+            weakref.finalize(self, self._writer.close, wait=False)
         self._bank_embeds = kit.bank_embeds.float()
         self._bank_ids = kit.bank_category_ids
         self._state = self._initial_state()
@@ -137,7 +263,20 @@ class CategoryRegistry:
 
     @property
     def version(self) -> int:
+        """The current category-set version (always readable, also after a failed request)."""
         return self._snapshot.version
+
+    @property
+    def read_only_reason(self) -> str | None:
+        """Why categories cannot be changed (the store is read-only), or None."""
+        if self.store is not None and not self.store.writable:
+            return self.store.read_only_reason or "the state store was opened read-only"
+        return None
+
+    @property
+    def writer_niceness(self) -> int | None:
+        """The nice value the writer thread runs at (None before its first write, or without a writer)."""
+        return None if self._writer is None else self._writer.niceness
 
     def list(self) -> CategorySet:
         """The current category set (immutable)."""
@@ -148,11 +287,17 @@ class CategoryRegistry:
         """Add categories by name; returns them with their new ids. Raises CategoryError on a bad request.
 
         ``isthing``: None or empty = all things; a bool for all; or one bool per name.
+        Runs in the writer thread (lower priority); the caller waits.
         """
+        return self._write(lambda: self._add(names, isthing))
+
+    def _add(self, names: Sequence[str], isthing: bool | Sequence[bool] | None) -> builtins.list[Category]:
         with self._write_lock, _torch_threads(self.train_threads):
             t0 = time.perf_counter()
+            self._check_writable()
             state = self._state
             names, flags = validate_names(names, isthing, state.categories)
+            validate_added_count(len(names), state.categories, self.max_added_categories)
             try:
                 text = torch.from_numpy(np.asarray(self.text_encoder.encode(names), dtype=np.float32))
             except (ValueError, TypeError, KeyError) as exc:   # e.g. a word outside a fixed vocabulary
@@ -177,9 +322,14 @@ class CategoryRegistry:
             return list(new)
 
     def remove(self, names_or_ids: Sequence[str | int]) -> builtins.list[int]:
-        """Remove categories (seen or added) by name or id; returns the removed ids. Retrains the head."""
+        """Remove categories (seen or added) by name or id; returns the removed ids. Retrains the head
+        (in the writer thread; the caller waits)."""
+        return self._write(lambda: self._remove(names_or_ids))
+
+    def _remove(self, names_or_ids: Sequence[str | int]) -> builtins.list[int]:
         with self._write_lock, _torch_threads(self.train_threads):
             t0 = time.perf_counter()
+            self._check_writable()
             state = self._state
             gone = validate_remove(names_or_ids, state.categories)
             keep = tuple(c for c in state.categories if c.id not in gone)
@@ -199,7 +349,11 @@ class CategoryRegistry:
 
     def warm_up(self) -> float:
         """Run generate + fit once on a tiny problem, changing nothing, so the first real `add` does not
-        pay one-off costs (torch.optim's first use imports torch._dynamo: seconds). Returns seconds taken."""
+        pay one-off costs (torch.optim's first use imports torch._dynamo: seconds). Returns seconds taken.
+        Runs in the writer thread, which it starts."""
+        return self._write(self._warm_up)
+
+    def _warm_up(self) -> float:
         t0 = time.perf_counter()
         with self._write_lock, _torch_threads(self.train_threads):
             state = self._state
@@ -212,11 +366,22 @@ class CategoryRegistry:
         return time.perf_counter() - t0
 
     def close(self) -> None:
-        """Release the state directory's write lock."""
+        """Stop the writer thread and close the store (a directory's write lock is released; a
+        `MemoryStateStore` keeps its state)."""
+        if self._writer is not None:
+            self._writer.close()
         if self.store is not None:
             self.store.close()
 
     # ------------------------------------------------------------------ internals
+    def _write(self, job: Callable[[], T]) -> T:
+        return job() if self._writer is None else self._writer.run(job)
+
+    def _check_writable(self) -> None:
+        reason = self.read_only_reason
+        if reason is not None:
+            raise CategoryError(f"{reason}; categories cannot be changed")
+
     def _generate(self, text: torch.Tensor, ids: builtins.list[int]) -> torch.Tensor:
         """float32 [len(ids)*N, E]: N fake embeddings per name (zsp_ros.pading.runtime_refit)."""
         return synthesize_for_ids(self.generator, text, ids, per_category=self.synthetic_per_category, seed=self.seed,
@@ -228,7 +393,7 @@ class CategoryRegistry:
         embeds, labels, weights = training_rows(
             categories=state.categories, kit_categories=self.kit.categories, bank_embeds=self._bank_embeds,
             bank_ids=self._bank_ids, synthetic_embeds=state.synthetic_embeds, synthetic_ids=state.synthetic_ids,
-            next_id=state.next_id, class_weights=self.class_weights)
+            next_id=state.next_id, class_weights=self.class_weights, max_synthetic_rows=self.max_synthetic_rows)
         kwargs = dict(self.fit_kwargs)
         if self.warm_start and "init" not in kwargs:
             kwargs["init"] = warm_start(old_categories=self._state.categories, old_weight=self._state.head_weight,
@@ -274,10 +439,12 @@ class CategoryRegistry:
             return fresh
         problem = self._inconsistency(state)
         if problem:
-            self.load_problem = f"state file {self.store.path} was not used: {problem}"
+            where = "the state kept in memory" if self.store.path is None else f"state file {self.store.path}"
+            self.load_problem = f"{where} was not used: {problem}"
             if self.store.writable:
                 moved = self.store.set_aside()
-                self.load_problem += f"; moved to {moved.name}"
+                if moved is not None:
+                    self.load_problem += f"; moved to {moved.name}"
             log.warning("%s; starting from the kit's categories", self.load_problem)
             return fresh
         return state
@@ -295,6 +462,20 @@ class CategoryRegistry:
         if state.next_id <= max(kit_ids):
             return f"next_id {state.next_id} is not above the kit's ids"
         return None
+
+
+def _check_fit_kwargs(fit_head: Callable[..., Any], fit_kwargs: dict[str, Any]) -> None:
+    """Refuse keyword arguments ``fit_head`` does not take (unless it takes ``**kwargs``)."""
+    try:
+        params = inspect.signature(fit_head).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(fit_kwargs) - set(params))
+    if unknown:
+        raise ValueError(f"fit_kwargs {unknown} are not arguments of {getattr(fit_head, '__name__', 'fit_head')} "
+                         f"(it takes {sorted(params)})")
 
 
 @contextlib.contextmanager
@@ -325,15 +506,27 @@ def _verify_text_encoder(kit: ModelKit, encoder: TextEncoderLike, *, count: int 
 
 
 def build_registry(kit: ModelKit, *, text_encoder: TextEncoderLike | None = None, state_dir: Any = None,
+                   store: StateStore | MemoryStateStore | None = None, allow_read_only: bool = False,
                    synthetic_per_category: int | None = None, fit_kwargs: dict[str, Any] | None = None,
-                   seed: int = 0, warm_up: bool = True) -> CategoryRegistry:
+                   max_added_categories: int | None = None, seed: int = 0, warm_up: bool = True,
+                   writer_nice: int | None = WRITER_NICE) -> CategoryRegistry:
     """The registry for a loaded kit: its text encoder, its primitive generator, its runtime settings
     (warmed up unless ``warm_up`` is False, see `CategoryRegistry.warm_up`).
 
-    The kit's manifest may hold ``text_encoder.kwargs`` (constructor arguments for
-    `build_text_encoder`) and ``runtime`` = {synthetic_per_category, class_weights, fit_kwargs}.
-    """
+    Where the state lives: ``state_dir`` (a directory, opened with `StateStore.open`; ``allow_read_only``
+    opens one that cannot be written read-only instead of raising, see ``registry.read_only_reason``),
+    or ``store`` (a ready `StateStore` or `MemoryStateStore`; a memory store is bound to this kit and
+    encoder), or neither (this registry only). Not both.
 
+    The kit's manifest may hold ``text_encoder.kwargs`` (constructor arguments for `build_text_encoder`)
+    and ``runtime`` = {synthetic_per_category, class_weights, fit_kwargs, max_added_categories,
+    max_synthetic_rows}; the arguments here override them.
+
+    Raises:
+        KitError: the kit's generator does not build. StateDirError / StateLockedError: the state directory.
+    """
+    if state_dir is not None and store is not None:
+        raise ValueError("give state_dir or store, not both")
     if text_encoder is None:
         text_encoder = build_text_encoder(kit.text_encoder_id, **kit.manifest["text_encoder"].get("kwargs", {}))
     try:
@@ -344,19 +537,30 @@ def build_registry(kit: ModelKit, *, text_encoder: TextEncoderLike | None = None
                        f"PrimitiveGenerator ({exc})") from None
     generator.eval()
     runtime = kit.runtime
-    store = None
+    owned = False
     if state_dir is not None:
-        store = StateStore(state_dir, kit_sha256=kit.sha256, text_encoder=text_encoder.identifier)
+        store = StateStore.open(state_dir, kit_sha256=kit.sha256, text_encoder=text_encoder.identifier,
+                                allow_read_only=allow_read_only)
+        owned = True
+    elif isinstance(store, MemoryStateStore):
+        store.bind(kit_sha256=kit.sha256, text_encoder=text_encoder.identifier)
+    registry = None
     try:
         registry = CategoryRegistry(
             kit=kit, text_encoder=text_encoder, generator=generator, store=store,
             synthetic_per_category=synthetic_per_category or int(runtime.get("synthetic_per_category", 64)),
             class_weights=runtime.get("class_weights"),
-            fit_kwargs={**runtime.get("fit_kwargs", {}), **(fit_kwargs or {})}, seed=seed)
+            fit_kwargs={**runtime.get("fit_kwargs", {}), **(fit_kwargs or {})}, seed=seed,
+            max_added_categories=max_added_categories or int(runtime.get("max_added_categories",
+                                                                          DEFAULT_MAX_ADDED_CATEGORIES)),
+            max_synthetic_rows=int(runtime.get("max_synthetic_rows", DEFAULT_MAX_SYNTHETIC_ROWS)),
+            writer_nice=writer_nice)
         if warm_up:
             registry.warm_up()
         return registry
     except BaseException:
-        if store is not None:
+        if registry is not None and registry._writer is not None:
+            registry._writer.close()
+        if owned and store is not None:
             store.close()
         raise

@@ -77,7 +77,8 @@ class Segmenter:
 
     @classmethod
     def from_kit(cls, kit_dir: str | Path, *, backend: str = "torch", device: str = "cpu", precision: str = "fp32",
-                 state_dir: str | Path | None = None, text_encoder: Any = None,
+                 state_dir: str | Path | None = None, store: Any = None, allow_read_only: bool = False,
+                 text_encoder: Any = None,
                  short_side: int | None = None, max_long_side: int | None = None,
                  fixed_hw: tuple[int, int] | None = None, object_mask_threshold: float | None = None,
                  overlap_threshold: float | None = None, semantic: bool = True,
@@ -91,6 +92,9 @@ class Segmenter:
             backend: a name in zsp_ros.runtime.backends.BACKENDS.
             device, precision: where and how the backend runs ("cpu"/"cuda[:N]", "fp32"/"fp16").
             state_dir: persist added/removed categories there (None: in memory only).
+            store, allow_read_only: a ready state store instead of ``state_dir`` (e.g. a
+                `MemoryStateStore` kept across reconfigurations), and whether a state_dir that cannot
+                be written opens read-only; see `build_registry`.
             text_encoder: an encoder object to use instead of building the kit's one.
             short_side, max_long_side: override the kit's input resize rule.
             fixed_hw: fixed network input (H, W); None: the backend's ``input_hw`` when it has one
@@ -106,7 +110,8 @@ class Segmenter:
         """
 
         kit = load_kit(kit_dir)
-        registry = build_registry(kit, text_encoder=text_encoder, state_dir=state_dir,
+        registry = build_registry(kit, text_encoder=text_encoder, state_dir=state_dir, store=store,
+                                  allow_read_only=allow_read_only,
                                   synthetic_per_category=synthetic_per_category, fit_kwargs=fit_kwargs, seed=seed)
         try:
             engine = backend_factory(backend, kit, device=device, precision=precision, **(backend_options or {}))

@@ -11,6 +11,16 @@ Writes are atomic (temporary file, fsync, rename, fsync of the folder), so a pro
 any moment leaves either the previous or the new state. On load, a file whose checksum, format,
 kit or text encoder does not match is reported and renamed ``registry_state.zsp.corrupt-<UTC time>``
 — never used. Only one process at a time may open a directory for writing (`StateLockedError`).
+
+Problems of the directory itself are `StateDirError`s whose message names the directory and the cause:
+it is a file, it cannot be created, it is not writable, its state file is a directory, a save failed
+(e.g. no space left). `StateStore.open(..., allow_read_only=True)` opens a directory that exists but
+cannot be written as a read-only store (``writable`` False, ``read_only_reason`` says why) instead of
+failing; the registry then refuses changes with that reason.
+
+`MemoryStateStore` has the same interface and keeps the last saved state in memory only: a process
+without a state directory that rebuilds its registry (a node's cleanup -> configure) keeps its version
+and id counter, so ids are never reused within the process.
 """
 from __future__ import annotations
 
@@ -34,9 +44,20 @@ LOCK_FILE = ".lock"
 STATE_FORMAT = "zsp-registry-state"
 STATE_FORMAT_VERSION = 1
 _MAGIC = b"ZSPSTATE"
+_READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)   # what `StateStore.open` may open read-only
 
 
-class StateLockedError(RuntimeError):
+class StateDirError(RuntimeError):
+    """The state directory cannot be used as asked (it is a file, cannot be created or written, its state file
+    is a directory, a save failed); the message names the directory and the cause. ``errno``: the OS error
+    number behind it, when there is one."""
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+class StateLockedError(StateDirError):
     """Another process holds the state directory for writing."""
 
 
@@ -76,11 +97,20 @@ class StateStore:
     """Reads and writes one registry state file for a given kit and text encoder.
 
     Args:
-        state_dir: the directory (created when missing).
+        state_dir: the directory (created when missing, when writable).
         kit_sha256: identity of the kit the state belongs to (`ModelKit.sha256`); None skips the check
             (read-only listing without the kit).
         text_encoder: identifier of the text encoder in use (None skips the check, as above).
-        writable: take the directory's write lock (released by `close` or process exit).
+        writable: take the directory's write lock (released by `close` or process exit); False opens it
+            read-only: `load` reports a bad file without moving it and `save` refuses.
+
+    Raises:
+        StateDirError: the directory is a file, or (writable) cannot be created or written.
+        StateLockedError: (writable) another process holds the directory.
+
+    Attributes:
+        dir, path: the directory and its state file. writable: whether `save` may be called.
+        read_only_reason: why the store is read-only (None when writable).
     """
 
     def __init__(self, state_dir: str | Path, *, kit_sha256: str | None, text_encoder: str | None,
@@ -90,17 +120,47 @@ class StateStore:
         self.kit_sha256 = kit_sha256
         self.text_encoder = text_encoder
         self.writable = writable
+        self.read_only_reason: str | None = None if writable else f"state_dir {self.dir} was opened read-only"
         self._lock_fd: int | None = None
         if writable and (kit_sha256 is None or text_encoder is None):
             raise ValueError("a writable state store needs the kit sha256 and the text encoder identifier")
+        if self.dir.exists() and not self.dir.is_dir():
+            raise StateDirError(f"state_dir {self.dir} is a file, not a directory")
         if writable:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StateDirError(f"state_dir {self.dir} cannot be created ({_cause(exc)})",
+                                    errno=exc.errno) from None
+            if not os.access(self.dir, os.W_OK | os.X_OK):
+                raise StateDirError(f"state_dir {self.dir} is not writable (permission denied)", errno=errno.EACCES)
             self._lock()
             for stale in self.dir.glob(f".{STATE_FILE}.*.tmp"):  # left by a killed writer
                 stale.unlink(missing_ok=True)
 
+    @classmethod
+    def open(cls, state_dir: str | Path, *, kit_sha256: str, text_encoder: str,
+             allow_read_only: bool = False) -> StateStore:
+        """A writable store; with ``allow_read_only``, a read-only one (``read_only_reason`` set) when the
+        directory exists but cannot be written, or cannot be created. Other problems raise as the constructor."""
+        try:
+            return cls(state_dir, kit_sha256=kit_sha256, text_encoder=text_encoder)
+        except StateLockedError:
+            raise
+        except StateDirError as exc:
+            if not allow_read_only or exc.errno not in _READ_ONLY_ERRNOS:
+                raise
+            store = cls(state_dir, kit_sha256=kit_sha256, text_encoder=text_encoder, writable=False)
+            store.read_only_reason = str(exc)
+            return store
+
     def _lock(self) -> None:
-        fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except IsADirectoryError:
+            raise StateDirError(f"state_dir {self.dir}: its lock file {LOCK_FILE} is a directory") from None
+        except OSError as exc:
+            raise StateDirError(f"state_dir {self.dir} is not writable ({_cause(exc)})", errno=exc.errno) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -109,9 +169,13 @@ class StateStore:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise StateLockedError(f"state directory {self.dir} is in use by another writer "
                                        f"(pid {holder}); open it read-only or stop that process") from None
-            raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            raise StateDirError(f"state_dir {self.dir}: cannot lock {LOCK_FILE} ({_cause(exc)})") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            os.close(fd)
+            raise StateDirError(f"state_dir {self.dir} is not writable ({_cause(exc)})", errno=exc.errno) from None
         self._lock_fd = fd
 
     def close(self) -> None:
@@ -129,10 +193,15 @@ class StateStore:
 
     # -------------------------------------------------------------- write
     def save(self, state: RegistryState) -> None:
-        """Atomically replace the state file with ``state``."""
+        """Atomically replace the state file with ``state``; StateDirError (directory and cause) when it fails."""
         if not self.writable or self._lock_fd is None:
-            raise RuntimeError(f"state store {self.dir} was opened read-only (or closed); cannot save")
-        atomic_write_bytes(self.path, encode_state(state, kit_sha256=str(self.kit_sha256)))
+            raise StateDirError(f"state_dir {self.dir} was opened read-only (or closed); cannot save")
+        data = encode_state(state, kit_sha256=str(self.kit_sha256))
+        try:
+            atomic_write_bytes(self.path, data)
+        except OSError as exc:
+            raise StateDirError(f"state_dir {self.dir}: cannot save {STATE_FILE} ({_cause(exc)})",
+                                errno=exc.errno) from None
 
     # -------------------------------------------------------------- read
     def load(self) -> LoadOutcome:
@@ -142,6 +211,10 @@ class StateStore:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return LoadOutcome(state=None)
+        except IsADirectoryError:
+            raise StateDirError(f"state_dir {self.dir}: {STATE_FILE} is a directory, not a file") from None
+        except OSError as exc:
+            raise StateDirError(f"state_dir {self.dir}: cannot read {STATE_FILE} ({_cause(exc)})") from None
         try:
             state = decode_state(data, kit_sha256=self.kit_sha256, text_encoder=self.text_encoder)
         except ValueError as exc:
@@ -160,8 +233,61 @@ class StateStore:
         while target.exists():
             target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
             n += 1
-        os.replace(self.path, target)
+        try:
+            os.replace(self.path, target)
+        except OSError as exc:
+            raise StateDirError(f"state_dir {self.dir}: cannot set {STATE_FILE} aside ({_cause(exc)})") from None
         return target
+
+
+class MemoryStateStore:
+    """The `StateStore` interface without a directory: the last saved state, kept in this process only.
+
+    A node without ``state_dir`` holds one for its lifetime and hands it to every registry it builds
+    (`build_registry(..., store=...)`), so a cleanup -> configure keeps the version and the id counter
+    (ids are never reused within the process). The saved state belongs to one kit and text encoder
+    (`bind`, done by `build_registry`); a registry of another kit does not get it (`load` reports it).
+    `close` keeps the state (it is this store's whole point).
+    """
+
+    path: Path | None = None
+    dir: Path | None = None
+    writable = True
+    read_only_reason: str | None = None
+
+    def __init__(self, *, kit_sha256: str | None = None, text_encoder: str | None = None) -> None:
+        self.kit_sha256 = kit_sha256
+        self.text_encoder = text_encoder
+        self._saved: tuple[str | None, str | None, RegistryState] | None = None
+
+    def bind(self, *, kit_sha256: str, text_encoder: str) -> None:
+        """Say which kit and text encoder the next `load` / `save` concern."""
+        self.kit_sha256, self.text_encoder = kit_sha256, text_encoder
+
+    def save(self, state: RegistryState) -> None:
+        self._saved = (self.kit_sha256, self.text_encoder, state)
+
+    def load(self) -> LoadOutcome:
+        if self._saved is None:
+            return LoadOutcome(state=None)
+        kit_sha256, text_encoder, state = self._saved
+        if (kit_sha256, text_encoder) != (self.kit_sha256, self.text_encoder):
+            return LoadOutcome(state=None, problem=f"the categories kept in memory belong to kit "
+                                                   f"{str(kit_sha256)[:12]}… / text encoder {text_encoder!r}, "
+                                                   f"not this one; starting from the kit's categories")
+        return LoadOutcome(state=state)
+
+    def set_aside(self) -> None:
+        """Forget the kept state (the registry found it inconsistent with its kit)."""
+        self._saved = None
+
+    def close(self) -> None:
+        """Nothing to release; the state is kept."""
+
+
+def _cause(exc: OSError) -> str:
+    """'No space left on device' / 'Permission denied' / ...: the OS's words, without the errno prefix."""
+    return exc.strerror or str(exc) or type(exc).__name__
 
 
 # ------------------------------------------------------------------ encoding

@@ -33,9 +33,13 @@ Writes the run directory that stages 2-3 read (zsp_ros/training/segmenter_run.py
 from __future__ import annotations
 
 import argparse
+import codecs
+import io
 import json
+import math
 import pickle
 import sys
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -85,16 +89,170 @@ _ALLOWED_GLOBALS = {
     ("builtins", "frozenset"), ("builtins", "bytearray"),
     ("_codecs", "encode"),   # numpy arrays pickled under protocol 2 store their bytes through it
 }
+BUDGET_FACTOR = 4                 # default byte budget: BUDGET_FACTOR x the pickle's size + BUDGET_MARGIN
+BUDGET_MARGIN = 64 << 20
+UNKNOWN_SIZE_BUDGET = 1 << 30     # when the stream's size cannot be measured
+ELEMENT_BYTES = 64                # charged per element of a container a callable builds from an argument
+_ARRAY_KINDS = "biufc"            # bool, integers, floats, complex: all a checkpoint of weights holds
+_MAX_ITEMSIZE = 16
+_MAX_NDIM = 32
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """An Unpickler that resolves only ``_ALLOWED_GLOBALS``; anything else raises UnpicklingError."""
+class _NdarrayType:
+    """Stands for ``numpy.ndarray`` in a checkpoint: only `_reconstruct` may use it (as numpy's pickles do);
+    calling it directly, which would allocate any shape, is refused."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise pickle.UnpicklingError("refusing numpy.ndarray(...) called directly from a checkpoint")
+
+
+class RestrictedUnpickler(pickle._Unpickler):
+    """An unpickler that resolves only ``_ALLOWED_GLOBALS`` (anything else raises UnpicklingError) and keeps
+    every object whose size the pickle *declares* within a byte budget, checked BEFORE it is allocated.
+
+    Budget: ``max_bytes`` (default: ``BUDGET_FACTOR`` = 4 x the stream's size + ``BUDGET_MARGIN`` = 64 MiB;
+    1 GiB when the size cannot be measured). Charged against it, in bytes: ``bytearray(n)`` (n),
+    numpy's ``_reconstruct(ndarray, shape, dtype)`` (prod(shape) x itemsize), an array's ``__setstate__``
+    (its nbytes; the raw data must be bytes/str of exactly that length, the dtype a plain number or bool
+    type: object, void, string and structured dtypes are refused), ``scalar(dtype, data)`` (len(data)),
+    ``_codecs.encode(text)`` (len(text), x4 for encodings other than latin-1) and ``list/tuple/set/
+    frozenset/dict/OrderedDict(arg)`` (``ELEMENT_BYTES`` = 64 per element). A legitimate checkpoint is
+    charged about twice its size (each array's encoded bytes, then the array). Everything else a pickle
+    makes is spelled out in the stream itself, so it is bounded by the stream's size; give it an in-memory
+    stream (`read_checkpoint` does): a declared length then cannot allocate past the data that exists.
+
+    The pure-Python unpickler (``pickle._Unpickler``) is used because its BUILD step can be checked; the
+    C one calls ``ndarray.__setstate__`` directly (with an object dtype and a short list that crashes
+    numpy 2.4 outright).
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, file: Any, *, max_bytes: int | None = None, encoding: str = "ASCII",
+                 errors: str = "strict") -> None:
+        super().__init__(file, encoding=encoding, errors=errors)
+        self.max_bytes = _default_budget(file) if max_bytes is None else int(max_bytes)
+        self.charged = 0
+        self._checked: dict[tuple[str, str], Any] = {
+            **{(m, "_reconstruct"): self._reconstruct for m in ("numpy.core.multiarray", "numpy._core.multiarray")},
+            ("numpy", "ndarray"): _NdarrayType, ("numpy", "dtype"): self._dtype,
+            ("builtins", "bytearray"): self._bytearray, ("_codecs", "encode"): self._encode,
+            **{("builtins", c.__name__): self._container(c) for c in (dict, list, tuple, set, frozenset)},
+            ("collections", "OrderedDict"): self._container(OrderedDict),
+        }
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED_GLOBALS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a checkpoint "
-                                     f"(only numpy arrays and plain containers are allowed)")
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a checkpoint "
+                                         f"(only numpy arrays and plain containers are allowed)")
+        if name == "scalar":                          # numpy's scalar(dtype, data), wrapped with its checks
+            real = super().find_class(module, name)
+            return lambda dtype, data=None: self._scalar(real, dtype, data)
+        return self._checked.get((module, name)) or super().find_class(module, name)
+
+    # ------------------------------------------------------------------ the budget
+    def charge(self, nbytes: int, what: str) -> None:
+        """Count ``nbytes`` about to be allocated for ``what``; UnpicklingError past the budget."""
+        if nbytes < 0 or self.charged + nbytes > self.max_bytes:
+            raise pickle.UnpicklingError(
+                f"refusing {what}: {nbytes} bytes would bring what this checkpoint declares to "
+                f"{self.charged + nbytes} bytes, over its budget of {self.max_bytes} (4 x the file size + "
+                f"64 MiB unless max_bytes is given); nothing was allocated")
+        self.charged += nbytes
+
+    def _bytearray(self, source: Any = b"", *args: Any) -> bytearray:
+        if isinstance(source, bool) or not isinstance(source, (int, str, bytes, bytearray)):
+            raise pickle.UnpicklingError(f"refusing bytearray({type(source).__name__}) from a checkpoint")
+        self.charge(source if isinstance(source, int) else 4 * len(source), f"bytearray({_short(source)})")
+        return bytearray(source, *args)
+
+    def _container(self, cls: type) -> Any:
+        def build(*args: Any, **kwargs: Any) -> Any:
+            n = len(kwargs)
+            for arg in args:
+                if not hasattr(arg, "__len__"):
+                    raise pickle.UnpicklingError(f"refusing {cls.__name__}() of a {type(arg).__name__} "
+                                                 f"(no length) from a checkpoint")
+                n += len(arg)
+            self.charge(ELEMENT_BYTES * n, f"{cls.__name__}() of {n} elements")
+            return cls(*args, **kwargs)
+        return build
+
+    def _encode(self, obj: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        if not isinstance(obj, (str, bytes)):
+            raise pickle.UnpicklingError(f"refusing _codecs.encode of a {type(obj).__name__} from a checkpoint")
+        latin1 = encoding.lower().replace("_", "-") in ("latin1", "latin-1", "iso-8859-1")
+        self.charge(len(obj) * (1 if latin1 else 4), f"_codecs.encode of {len(obj)} characters")
+        return codecs.encode(obj, encoding, errors)
+
+    def _dtype(self, *args: Any) -> np.dtype:
+        dtype = np.dtype(*args)
+        _check_dtype(dtype)
+        return dtype
+
+    def _reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+        if subtype is not _NdarrayType:
+            raise pickle.UnpicklingError(f"refusing _reconstruct of {subtype!r} (only numpy.ndarray)")
+        dims, dt = _check_shape(shape), np.dtype(dtype)
+        _check_dtype(dt)
+        self.charge(math.prod(dims) * dt.itemsize, f"an array of shape {list(dims)} and dtype {dt}")
+        return np.ndarray(dims, dt)
+
+    def _scalar(self, real: Any, dtype: Any, data: Any) -> Any:
+        _check_dtype(dtype)
+        if not isinstance(data, (bytes, str)):
+            raise pickle.UnpicklingError(f"refusing a numpy scalar made from a {type(data).__name__}")
+        self.charge(len(data), "a numpy scalar")
+        return real(dtype, data)
+
+    def load_build(self) -> None:
+        """BUILD: an array's state (shape, dtype, raw data) is checked and charged before numpy sees it."""
+        state, inst = self.stack[-1], self.stack[-2]
+        if isinstance(inst, np.ndarray):
+            if not isinstance(state, tuple) or len(state) not in (4, 5):
+                raise pickle.UnpicklingError("refusing an array state that is not numpy's (shape, dtype, ...)")
+            shape, dtype, _fortran, raw = state[-4:]
+            dims = _check_shape(shape)
+            _check_dtype(dtype)
+            nbytes = math.prod(dims) * dtype.itemsize
+            if not isinstance(raw, (bytes, str)) or len(raw) != nbytes:
+                raise pickle.UnpicklingError(f"refusing an array of shape {list(dims)} and dtype {dtype} whose "
+                                             f"raw data is not {nbytes} bytes")
+            self.charge(nbytes, f"an array of shape {list(dims)} and dtype {dtype}")
+        super().load_build()
+        if isinstance(inst, np.dtype):
+            _check_dtype(inst)
+
+    dispatch[pickle.BUILD[0]] = load_build
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_shape(shape: Any) -> tuple[int, ...]:
+    if (not isinstance(shape, tuple) or len(shape) > _MAX_NDIM
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
+        raise pickle.UnpicklingError(f"refusing array shape {_short(shape)} from a checkpoint")
+    return shape
+
+
+def _check_dtype(dtype: Any) -> None:
+    if (not isinstance(dtype, np.dtype) or dtype.kind not in _ARRAY_KINDS or dtype.itemsize > _MAX_ITEMSIZE
+            or dtype.fields is not None or dtype.subdtype is not None):
+        raise pickle.UnpicklingError(f"refusing dtype {_short(dtype)} from a checkpoint (only plain number and "
+                                     f"bool types)")
+
+
+def _default_budget(file: Any) -> int:
+    try:
+        here = file.tell()
+        size = file.seek(0, 2) - here
+        file.seek(here)
+    except (AttributeError, OSError, ValueError):
+        return UNKNOWN_SIZE_BUDGET
+    return BUDGET_FACTOR * size + BUDGET_MARGIN
 
 
 def _state_of(obj: Any, path: Path) -> Mapping[str, Any]:
@@ -107,8 +265,13 @@ def _state_of(obj: Any, path: Path) -> Mapping[str, Any]:
     raise ValueError(f"{path}: no state dict found (want {{'model': {{name: array}}}} or {{name: tensor}})")
 
 
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """name -> float/int tensor of a .pkl / .pth / .pt / .safetensors checkpoint, ``module.`` stripped."""
+def read_checkpoint(path: str | Path, *, max_bytes: int | None = None) -> dict[str, torch.Tensor]:
+    """name -> float/int tensor of a .pkl / .pth / .pt / .safetensors checkpoint, ``module.`` stripped.
+
+    A ``.pkl`` is read into memory and unpickled by `RestrictedUnpickler` (``max_bytes``: its byte budget;
+    default 4 x the file size + 64 MiB). A ``.pth``/``.pt`` must not name ``bytearray`` (torch's
+    weights-only unpickler allows ``bytearray(n)`` of any n; no torch checkpoint needs it).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -116,9 +279,15 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
         raw: Mapping[str, Any] = load_file(str(path))
     elif path.suffix == ".pkl":
-        with open(path, "rb") as f:
-            raw = _state_of(RestrictedUnpickler(f, encoding="latin1").load(), path)
+        data = path.read_bytes()
+        try:
+            obj = RestrictedUnpickler(io.BytesIO(data), max_bytes=max_bytes, encoding="latin1").load()
+        except (EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+            raise pickle.UnpicklingError(f"{path}: not a readable checkpoint pickle "
+                                         f"({type(exc).__name__}: {exc})") from None
+        raw = _state_of(obj, path)
     elif path.suffix in (".pth", ".pt"):
+        _refuse_bytearray(path)
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
@@ -131,6 +300,26 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         key = name[len("module."):] if name.startswith("module.") else name
         out[key] = torch.as_tensor(np.asarray(value)) if isinstance(value, np.ndarray) else value
     return out
+
+
+def _refuse_bytearray(path: Path) -> None:
+    """Refuse a torch zip checkpoint whose pickle names ``bytearray`` (read statically, nothing runs)."""
+    import pickletools
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            if not name.endswith(".pkl"):
+                continue
+            try:
+                for opcode, arg, _pos in pickletools.genops(archive.read(name)):
+                    if isinstance(arg, str) and (arg == "bytearray" or arg.endswith(" bytearray")):
+                        raise pickle.UnpicklingError(f"{path}: refusing a torch checkpoint whose {name} names "
+                                                     f"bytearray ({opcode.name}); no weights need it")
+            except ValueError as exc:
+                raise ValueError(f"{path}: {name} is not a valid pickle ({exc})") from None
 
 
 def map_state(checkpoint: Mapping[str, torch.Tensor], model_state: Mapping[str, torch.Tensor]
