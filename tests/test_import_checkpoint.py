@@ -148,7 +148,7 @@ def test_bytearray_bomb_is_refused_before_allocating(tmp_path):
     (b"\x80\x02cnumpy\ndtype\nX\x02\x00\x00\x00O8\x89\x88\x87R.", r"refusing dtype dtype\('O'\)"),
     # list(bytearray(10**6)): 64 MB of list from 1 MB of bytes, over a 16 MB budget
     (b"\x80\x02cbuiltins\nlist\ncbuiltins\nbytearray\nJ\x40\x42\x0f\x00\x85R\x85R.", r"list\(\) of 1000000 elements"),
-])
+], ids=["reconstruct-40GB", "ndarray-direct", "object-dtype", "list-of-bytearray"])
 def test_declared_sizes_and_unsafe_numpy_objects_are_refused(payload, message):
     import io
     with pytest.raises(pickle.UnpicklingError, match=message):

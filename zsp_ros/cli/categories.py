@@ -15,7 +15,7 @@ from zsp_ros.kit.locate import resolve_kit
 from zsp_ros.kit.model_kit import KitError, load_kit
 from zsp_ros.runtime.category_requests import CategoryError
 from zsp_ros.runtime.registry import build_registry
-from zsp_ros.runtime.state_store import StateLockedError, StateStore
+from zsp_ros.runtime.state_store import StateDirError, StateStore
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             return _list(args)
         kit = load_kit(resolve_kit(args.kit))
         registry = build_registry(kit, state_dir=args.state)
-    except (KitError, StateLockedError) as exc:
+    except (KitError, StateDirError) as exc:   # a locked, read-only or broken state_dir included
         print(f"zsp categories: error: {exc}", file=sys.stderr)
         return 2
     try:

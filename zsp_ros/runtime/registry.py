@@ -1,3 +1,4 @@
+# Over 400 lines: one lock guards the snapshot swap, the writer thread, persistence and the refit they share.
 """The category registry: the current category set, its classifier head and its version.
 
 Readers (inference) take ``registry.snapshot`` — one attribute read of an immutable

@@ -1,3 +1,4 @@
+# Over 400 lines: the restricted unpickler and its byte budget must sit with the key maps that read its output.
 """`zsp train import`: a released detectron2 Mask2Former / PADing checkpoint -> a segmenter run directory.
 
     zsp train import --checkpoint model_final_94dc52.pkl --config config/r50_coco_panoptic.yaml \\

@@ -1,3 +1,4 @@
+# Just over 400 lines: the config schema, dataset choice and training loop of one stage, read top to bottom.
 """`zsp train segmenter`: PADing stage 1 — Mask2Former on the seen categories (ZSP protocol).
 
     zsp train segmenter --config config/synth_small.yaml --data DIR --out RUN_DIR
