@@ -3,8 +3,12 @@
 - ``zsp_node``: the LifecycleNode (topics, services, diagnostics) over ``runtime.Segmenter``.
 - ``parameters``: the parameter spec; defaults come from config/zsp.yaml only.
 - ``frame_input`` / ``frame_stats``: one-frame mailbox with drop/malformed counting; diagnostics.
+- ``category_services``: the add / remove / list service callbacks (every reply carries the version).
 - ``messages``: pure builders of PanopticSegmentation, CategorySet, semantic and overlay images.
-- ``image_conversion``: sensor_msgs/Image and CompressedImage <-> numpy without cv_bridge.
+- ``image_conversion``: the picture input's front door (``check_picture``, ``to_rgb8``) without cv_bridge,
+  over ``image_encodings`` (layouts, conversions, the error and its causes), ``raw_image``,
+  ``compressed_image`` (Pillow) and ``compressed_headers`` (PNG/JPEG headers read without decoding);
+  ``input_limits``: the size limits checked before decoding.
 - ``client``, ``launcher``, ``synthetic_camera``: the pieces `zsp demo` and `zsp bench node` use.
 - ``main``: ``zsp_node`` / ``zsp node`` entry point.
 
