@@ -1,0 +1,43 @@
+"""How many CPU threads torch (and onnxruntime) may use: one rule for every command and the node.
+
+``threads`` as users give it (a node parameter, ``--threads`` on the CLI): 0 means "automatic",
+a positive number is taken as is. Automatic is `DEFAULT_THREADS` capped by the CPUs this process
+may run on. The figure behind the default is in the README ("CPU threads"); change it there too.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+# Automatic thread count. Measured on a 2-core AMD EPYC VM: with a busy neighbour, torch's default
+# (one thread per core) made a 128x192 forward 10-20x slower than 1 thread (oversubscription); idle,
+# 2 threads gained little. Updated by the CLI/threads measurement of issue 19 when it lands.
+DEFAULT_THREADS = 1
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_threads(threads: int | None) -> int:
+    """The thread count to use for a requested ``threads`` (None or 0 = automatic; < 0 is an error)."""
+    if threads is None or int(threads) == 0:
+        return max(1, min(DEFAULT_THREADS, available_cpus()))
+    if int(threads) < 0:
+        raise ValueError(f"threads must be >= 0 (0 = automatic), got {threads}")
+    return int(threads)
+
+
+def apply_threads(threads: int | None) -> int:
+    """Set torch's intra-op thread count from a requested ``threads``; returns the count set.
+
+    Inter-op threads are left alone (torch allows setting them only once per process).
+    """
+    n = resolve_threads(threads)
+    torch.set_num_threads(n)
+    return n
