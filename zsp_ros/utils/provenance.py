@@ -10,9 +10,9 @@ import json
 import os
 import platform
 import random
+import secrets
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -103,11 +103,22 @@ def provenance(command: list[str] | None = None) -> dict[str, Any]:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a reader (or a crash) sees the old or the new file, never half.
 
-    Temporary file in the same folder, fsync, rename, fsync of the folder.
+    Temporary file in the same folder, fsync, rename, fsync of the folder. The file is created
+    with mode 0666 less the process umask, as ``open()`` would (``tempfile.mkstemp`` would make
+    it 0600, unreadable to the other users of a robot: kits, states and results are shared).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o666)        # the kernel applies the umask
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"{path.parent}: no free temporary name for {path.name} after 100 tries")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
