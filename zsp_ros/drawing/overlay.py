@@ -7,20 +7,29 @@ The one overlay drawer and the one category palette of the package:
   over the image. Used by `zsp segment`, `zsp run`, the ROS node's ``overlay`` topic and `zsp demo`.
 - `annotation_overlay(image, panoptic, segments_info, categories)`: the same drawing of a COCO
   panoptic annotation (ground truth), optionally enlarged; used by `zsp demo` and the data preview.
-- `category_color` / `segment_colors`: the palette (stuff: the category's colour; things: a
-  per-instance variant of it).
+- `category_color` / `segment_colors`: the palette (zsp_ros.drawing.palette, re-exported).
+
+Legible at any size: labels are written in a font scaled to the picture (`label_font_px`), kept
+inside it, and never overlap (largest segments first; a label that collides is moved up or down by
+its own height, a few times, then skipped); a small frame is enlarged by a whole factor before
+drawing (``min_side``, `enlargement`), so a 128-pixel frame gets outlines and labels drawn at ~4x.
 
 Vectorised over pixels (palette lookup, shifted comparisons); the only loop draws one text label
 per segment. Needs numpy; Pillow for labels.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
-_GOLDEN = 0.618033988749895
+from zsp_ros.drawing.palette import category_color, segment_colors
+
+__all__ = ["AnnotatedSegment", "SegmentLike", "annotation_overlay", "boundaries", "category_color", "draw_overlay",
+           "enlargement", "label_font_px", "segment_colors"]
+LABEL_PAD = 0.2        # label box padding, as a share of the font size
 
 
 class SegmentLike(Protocol):
@@ -42,34 +51,6 @@ class AnnotatedSegment:
     score: float = 1.0
 
 
-def category_color(category_id: int) -> np.ndarray:
-    """A stable, well-spread RGB colour (uint8 [3]) for a category id."""
-    hue = (category_id * _GOLDEN) % 1.0
-    return _hsv_to_rgb(np.array([hue]), np.array([0.65]), np.array([0.95]))[0]
-
-
-def segment_colors(segments: Sequence[SegmentLike]) -> np.ndarray:
-    """uint8 [n,3]: stuff segments take their category's colour, things a per-instance variant of it."""
-    if not segments:
-        return np.zeros((0, 3), dtype=np.uint8)
-    cat = np.array([s.category_id for s in segments], dtype=np.float64)
-    sid = np.array([s.id for s in segments], dtype=np.float64)
-    thing = np.array([s.isthing for s in segments], dtype=bool)
-    hue = (cat * _GOLDEN) % 1.0
-    sat = np.where(thing, 0.45 + 0.4 * ((sid * 0.37) % 1.0), 0.65)
-    val = np.where(thing, 0.75 + 0.25 * ((sid * 0.71) % 1.0), 0.95)
-    return _hsv_to_rgb(hue, sat, val)
-
-
-def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
-    i = np.floor(h * 6.0).astype(int) % 6
-    f = h * 6.0 - np.floor(h * 6.0)
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    table = np.stack([np.stack(c, -1) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))])
-    rgb = table[i, np.arange(len(h))]
-    return np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
 def boundaries(id_map: np.ndarray) -> np.ndarray:
     """bool [H,W]: pixels whose right or lower neighbour has another id (segment outlines)."""
     edge = np.zeros(id_map.shape, dtype=bool)
@@ -82,8 +63,19 @@ def boundaries(id_map: np.ndarray) -> np.ndarray:
     return edge
 
 
+def enlargement(height: int, width: int, min_side: int) -> int:
+    """The whole factor (>= 1) that brings a picture's short side to at least ``min_side`` (0: 1)."""
+    short = max(1, min(int(height), int(width)))
+    return 1 if min_side <= 0 or short >= min_side else math.ceil(min_side / short)
+
+
+def label_font_px(height: int, width: int) -> int:
+    """Label font size (pixels) for a picture of this size: 1/28 of the short side, within 10..48."""
+    return int(min(max(round(min(height, width) / 28), 10), 48))
+
+
 def draw_overlay(image: np.ndarray, panoptic: np.ndarray, segments: Sequence[SegmentLike], *,
-                 alpha: float = 0.55, outlines: bool = True, labels: bool = True) -> np.ndarray:
+                 alpha: float = 0.55, outlines: bool = True, labels: bool = True, min_side: int = 0) -> np.ndarray:
     """Blend segment colours over ``image``.
 
     Args:
@@ -92,10 +84,13 @@ def draw_overlay(image: np.ndarray, panoptic: np.ndarray, segments: Sequence[Seg
         segments: records of the ids in ``panoptic`` (others are drawn grey).
         alpha: colour weight inside segments, in [0, 1].
         outlines: draw segment borders in white.
-        labels: write "name score" at each segment's centre (needs Pillow).
+        labels: write "name score" near each segment's centre, inside the picture, without overlap
+            (needs Pillow).
+        min_side: enlarge image and map by `enlargement` (nearest) first when the short side is
+            below this; 0 = draw at the given size.
 
     Returns:
-        uint8 [H,W,3] RGB, a new array.
+        uint8 [H*k, W*k, 3] RGB, a new array (k = `enlargement`, 1 unless ``min_side`` asks).
     """
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be uint8 [H,W,3], got {image.dtype} {image.shape}")
@@ -103,6 +98,10 @@ def draw_overlay(image: np.ndarray, panoptic: np.ndarray, segments: Sequence[Seg
         raise ValueError(f"panoptic map {panoptic.shape} does not match image {image.shape[:2]}")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    k = enlargement(image.shape[0], image.shape[1], min_side)
+    if k > 1:
+        image = np.repeat(np.repeat(image, k, 0), k, 1)
+        panoptic = np.repeat(np.repeat(panoptic, k, 0), k, 1)
     ids = panoptic.astype(np.int64)
     top = int(ids.max()) if ids.size else 0
     palette = np.full((max(top, max((s.id for s in segments), default=0)) + 1, 3), 128, dtype=np.float32)
@@ -157,7 +156,9 @@ def annotation_overlay(image: np.ndarray, panoptic: np.ndarray, segments_info: S
 
 
 def _draw_labels(canvas: np.ndarray, ids: np.ndarray, segments: Sequence[SegmentLike]) -> np.ndarray:
-    from PIL import Image, ImageDraw, ImageFont
+    """Write each segment's "name score" on ``canvas`` (uint8 [H,W,3]); largest segments first,
+    inside the picture, none overlapping (moved up/down by a label height, else skipped)."""
+    from PIL import Image, ImageDraw
 
     h, w = ids.shape
     counts = np.bincount(ids.ravel(), minlength=ids.max() + 1).astype(np.float64)
@@ -166,16 +167,35 @@ def _draw_labels(canvas: np.ndarray, ids: np.ndarray, segments: Sequence[Segment
     cx = np.bincount(ids.ravel(), weights=np.broadcast_to(xs, (h, w)).ravel(), minlength=len(counts))
     pil = Image.fromarray(canvas)
     draw = ImageDraw.Draw(pil)
-    font = ImageFont.load_default()
-    for s in segments:
-        if s.id >= len(counts) or counts[s.id] == 0:
-            continue
+    size = label_font_px(h, w)
+    font = _font(size)
+    pad = max(1, round(LABEL_PAD * size))
+    placed: list[tuple[int, int, int, int]] = []
+    shown = [s for s in segments if 0 <= s.id < len(counts) and counts[s.id] > 0]
+    for s in sorted(shown, key=lambda s: -counts[s.id]):
         text = f"{s.name} {s.score:.2f}"
-        x, y = cx[s.id] / counts[s.id], cy[s.id] / counts[s.id]
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        tw, th = right - left, bottom - top
-        x0 = int(min(max(x - tw / 2, 0), max(w - tw - 2, 0)))
-        y0 = int(min(max(y - th / 2, 0), max(h - th - 2, 0)))
-        draw.rectangle((x0, y0, x0 + tw + 2, y0 + th + 2), fill=(0, 0, 0))
-        draw.text((x0 + 1 - left, y0 + 1 - top), text, fill=(255, 255, 255), font=font)
+        bw, bh = right - left + 2 * pad, bottom - top + 2 * pad
+        if bw > w or bh > h:
+            continue                                    # wider than the picture: no legible place
+        x = int(min(max(cx[s.id] / counts[s.id] - bw / 2, 0), w - bw))
+        y_centre = cy[s.id] / counts[s.id] - bh / 2
+        for shift in (0, 1, -1, 2, -2):                 # stack: below, above, ... the centre
+            y = int(min(max(y_centre + shift * (bh + 1), 0), h - bh))
+            box = (x, y, x + bw, y + bh)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                placed.append(box)
+                draw.rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=(0, 0, 0))
+                draw.text((x + pad - left, y + pad - top), text, fill=(255, 255, 255), font=font)
+                break
     return np.asarray(pil).copy()
+
+
+def _font(size: int) -> Any:
+    """Pillow's default font at ``size`` pixels (scalable with FreeType; the fixed bitmap font without)."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):           # old Pillow or no FreeType: 11-pixel bitmap font
+        return ImageFont.load_default()
