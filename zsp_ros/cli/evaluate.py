@@ -5,8 +5,12 @@
       the JSON's stem (COCO convention: panoptic_val.json -> panoptic_val/), or the folder
       named in the JSON's info.segmentations_folder, or --gt-folder / --pred-folder.
       Prediction segments_info needs {"id", "category_id"}; areas are counted from the PNG.
+      Images pair by file name (PNG or image stem: `zsp segment val/*.png` in any order), else by
+      image_id; nothing matching is an error. --match-names: predicted categories count as the
+      ground-truth category of the same name (case/space-insensitive), so ids that the runtime
+      gave categories added by name do not matter; names the ground truth lacks are left out.
       Output: {"PQ"|"SQ"|"RQ": {"all","things","stuff","seen","unseen","hm"}, "n_categories",
-      "per_category": [...]}.
+      "per_category": [...], "matching": {"images": {"by", "pairs"}, "categories": {...}}}.
   zsp eval semantic --gt semantic_val/ --pred pred_dir/ --split split.json --out m.json
       Folders of uint8 label PNGs with the same names; value = index into split.json's
       categories, 255 = ignore (in a prediction: no prediction, a miss).
@@ -54,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if task == "panoptic":
             p.add_argument("--gt-folder", default=None, help="ground-truth PNG folder (default: by COCO convention)")
             p.add_argument("--pred-folder", default=None, help="prediction PNG folder (default: by COCO convention)")
+            p.add_argument("--match-names", action="store_true",
+                           help="match predicted categories to ground-truth ones by name (case/space-insensitive), "
+                                "not by id: for categories added at runtime")
 
 
 def _fmt(x: Any) -> str:
@@ -74,13 +81,27 @@ def _summary(task: str, m: dict) -> str:
                      for k in ("mAP50", "recall100"))
 
 
+def _matching_notes(matching: dict) -> None:
+    """Say on stderr when images paired by id, or predicted names were not in the ground truth."""
+    images = matching["images"]
+    if images["by"] == "image_id":
+        print(f"zsp eval panoptic: note: no prediction file name matches a ground-truth one; paired "
+              f"{images['pairs']} images by image_id", file=sys.stderr)
+    cats = matching.get("categories")
+    if cats and cats["unmatched_predicted"]:
+        print(f"zsp eval panoptic: note: predicted categories not in the ground truth (their "
+              f"{cats['dropped_segments']} segments left out): {', '.join(cats['unmatched_predicted'])}",
+              file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
 
     try:
         split = read_split(args.split)
         if args.task == "panoptic":
             metrics = evaluate_panoptic(args.gt, args.pred, split, gt_folder=args.gt_folder,
-                                        pred_folder=args.pred_folder)
+                                        pred_folder=args.pred_folder, match_names=args.match_names)
+            _matching_notes(metrics["matching"])
         elif args.task == "semantic":
             metrics = evaluate_semantic(args.gt, args.pred, split)
         else:

@@ -25,6 +25,7 @@ import numpy as np
 
 from zsp_ros.data.coco_format import load_json, panoptic_folder, rgb2id
 from zsp_ros.evaluation.errors import EvaluationInputError
+from zsp_ros.evaluation.pairing import category_map, pair_annotations
 
 VOID = 0
 OFFSET = 256 * 256 * 256
@@ -203,14 +204,38 @@ def _load_panoptic(path: str | os.PathLike, what: str) -> dict:
     return data
 
 
+def _renamed(pan_pred: np.ndarray, segments: Sequence[dict], mapping: dict[int, int | None], *,
+             image_id: Any, pred_file: Path) -> tuple[np.ndarray, list[dict], int]:
+    """Segments with ground-truth category ids (``mapping``); those mapped to None become void. Returns
+    (id map, segments, segments dropped)."""
+    kept, dropped = [], []
+    for seg in segments:
+        cid = int(seg["category_id"])
+        if cid not in mapping:
+            raise EvaluationInputError(f"segment {seg['id']} has category id {cid}, which the prediction JSON's "
+                                       "categories do not list", file=pred_file, image=image_id)
+        if mapping[cid] is None:
+            dropped.append(int(seg["id"]))
+        else:
+            kept.append({**seg, "category_id": mapping[cid]})
+    if dropped:
+        pan_pred = np.where(np.isin(pan_pred, dropped), VOID, pan_pred)
+    return pan_pred, kept, len(dropped)
+
+
 def pq_compute(gt_json: str | os.PathLike, pred_json: str | os.PathLike, *,
                gt_folder: str | os.PathLike | None = None,
-               pred_folder: str | os.PathLike | None = None) -> tuple[PQStat, dict[int, dict]]:
-    """Accumulate PQ statistics over every ground-truth image; return (stats, gt categories by id).
+               pred_folder: str | os.PathLike | None = None,
+               match_names: bool = False) -> tuple[PQStat, dict[int, dict], dict[str, Any]]:
+    """Accumulate PQ statistics over every ground-truth image; return (stats, gt categories by id, matching).
 
     Folders default to the COCO convention (see ``zsp_ros.data.coco_format.panoptic_folder``).
-    Every ground-truth image needs a prediction (matched by image_id); extra predictions are
-    ignored, as in panopticapi.
+    Every ground-truth image needs a prediction, paired by file name, else by image_id
+    (zsp_ros.evaluation.pairing); extra predictions are ignored, as in panopticapi. With
+    ``match_names``, predicted categories count as the ground-truth category of the same name
+    (`pairing.category_map`); segments of names the ground truth lacks are left out.
+    ``matching``: {"images": {"by", "pairs"}, "categories": category_map's report plus
+    "dropped_segments"} (categories only with ``match_names``).
     """
     gt = _load_panoptic(gt_json, "ground-truth")
     pred = _load_panoptic(pred_json, "prediction")
@@ -220,19 +245,26 @@ def pq_compute(gt_json: str | os.PathLike, pred_json: str | os.PathLike, *,
     gt_dir = panoptic_folder(gt_json, gt, gt_folder)
     pred_dir = panoptic_folder(pred_json, pred, pred_folder)
     sizes = {im["id"]: (int(im["height"]), int(im["width"])) for im in gt.get("images", [])}
-    preds = {ann["image_id"]: ann for ann in pred["annotations"]}
+    pairs, paired_by = pair_annotations(gt, pred, pred_file=pred_json)
+    matching: dict[str, Any] = {"images": {"by": paired_by, "pairs": len(pairs)}}
+    mapping: dict[int, int | None] | None = None
+    if match_names:
+        mapping, report = category_map(gt["categories"], pred.get("categories") or [], pred_file=pred_json)
+        matching["categories"] = {**report, "dropped_segments": 0}
     stat = PQStat()
-    for gt_ann in gt["annotations"]:
+    for gt_ann, pred_ann in pairs:
         image_id = gt_ann["image_id"]
-        if image_id not in preds:
-            raise EvaluationInputError("no prediction for this ground-truth image", file=pred_json, image=image_id)
-        pred_ann = preds[image_id]
         gt_file, pred_file = gt_dir / gt_ann["file_name"], pred_dir / pred_ann["file_name"]
         pan_gt = _read_ids(gt_file, image_id=image_id, what="ground-truth", size=sizes.get(image_id))
         pan_pred = _read_ids(pred_file, image_id=image_id, what="prediction", size=pan_gt.shape[:2])
-        stat += pq_single_image(pan_gt, pan_pred, gt_ann["segments_info"], pred_ann["segments_info"],
+        pred_segments = pred_ann["segments_info"]
+        if mapping is not None:
+            pan_pred, pred_segments, dropped = _renamed(pan_pred, pred_segments, mapping, image_id=image_id,
+                                                        pred_file=pred_file)
+            matching["categories"]["dropped_segments"] += dropped
+        stat += pq_single_image(pan_gt, pan_pred, gt_ann["segments_info"], pred_segments,
                                 categories, image_id=image_id, gt_file=gt_file, pred_file=pred_file)
-    return stat, categories
+    return stat, categories, matching
 
 
 def harmonic_mean(a: float | None, b: float | None) -> float | None:
@@ -280,7 +312,9 @@ def summarize_panoptic(stat: PQStat, categories: dict[int, dict], split: dict) -
 
 def evaluate_panoptic(gt_json: str | os.PathLike, pred_json: str | os.PathLike, split: dict, *,
                       gt_folder: str | os.PathLike | None = None,
-                      pred_folder: str | os.PathLike | None = None) -> dict[str, Any]:
-    """``pq_compute`` + ``summarize_panoptic``: the full metrics dict (percent)."""
-    stat, categories = pq_compute(gt_json, pred_json, gt_folder=gt_folder, pred_folder=pred_folder)
-    return summarize_panoptic(stat, categories, split)
+                      pred_folder: str | os.PathLike | None = None, match_names: bool = False) -> dict[str, Any]:
+    """``pq_compute`` + ``summarize_panoptic``: the full metrics dict (percent) plus ``matching`` (how
+    images and, with ``match_names``, categories were paired)."""
+    stat, categories, matching = pq_compute(gt_json, pred_json, gt_folder=gt_folder, pred_folder=pred_folder,
+                                            match_names=match_names)
+    return {**summarize_panoptic(stat, categories, split), "matching": matching}
