@@ -20,6 +20,10 @@ Bounds and why (docs/CONTRACTS.md, "Model kit"):
   zsp_ros.pading.head_fit.fit_head a kit may set, each bounded; a test compares them with its signature),
   ``max_added_categories`` in [1, 4096], ``max_synthetic_rows`` in [1, 10^7].
 - ``inference`` (optional): thresholds in [0, 1] and an optional ``note``.
+- ``bank`` (optional; absent = ``{"source": "real"}``): where ``bank.safetensors`` comes from: ``source``
+  "real" (query embeddings of the segmenter on training images) or "generated" (the kit's generator
+  conditioned on its categories' text embeddings: a release has no bank of real embeddings), with
+  ``rows_per_category`` in [1, 100000], ``seed`` >= 0, ``categories`` in [0, 10000] and a ``note``.
 - files: exactly the four ``.safetensors``, each ``{sha256, bytes}`` with bytes <= 2 GiB, checked against
   the file's size before it is read; ``manifest.json`` itself at most 64 MiB.
 - tensors: floating tensors finite (a NaN or inf weight is refused at load, naming file and tensor).
@@ -167,6 +171,10 @@ GENERATOR_KEYS: dict[str, Check] = {                            # PrimitiveGener
 }
 INFERENCE_KEYS: dict[str, Check] = {"object_mask_threshold": number_in(0, 1), "overlap_threshold": number_in(0, 1),
                                     "note": lambda v: None if isinstance(v, str) else f"must be a string, got {_shown(v)}"}
+BANK_SOURCES = ("real", "generated")
+BANK_KEYS: dict[str, Check] = {"source": one_of(*BANK_SOURCES), "rows_per_category": int_in(1, 100_000),
+                               "seed": int_in(0, 2**63 - 1), "categories": int_in(0, MAX_CATEGORIES),
+                               "note": text(2000)}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -222,6 +230,8 @@ def check_manifest(root: Path, manifest: Mapping[str, Any], kit_files: tuple[str
         raise KitError(f"kit {root}: {m} categories lists {len(cats)} categories (at most {MAX_CATEGORIES})")
     if manifest.get("inference") is not None:
         section(root, f"{m} inference", manifest["inference"], INFERENCE_KEYS)
+    if manifest.get("bank") is not None:
+        section(root, f"{m} bank", manifest["bank"], BANK_KEYS, required=("source",))
     runtime = manifest.get("runtime") or {}
     section(root, f"{m} runtime", runtime, RUNTIME_KEYS)
     section(root, f"{m} runtime.class_weights", runtime.get("class_weights") or {}, CLASS_WEIGHT_KEYS)

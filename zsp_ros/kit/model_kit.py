@@ -8,10 +8,14 @@ KIT/network.safetensors     Mask2Former weights without the class head (keys und
                             ``class_head_prefix``, default "sem_seg_head.predictor.class_embed.", dropped)
 KIT/head.safetensors        weight float32 [K+1,E], bias float32 [K+1]  (row K = no-object)
 KIT/generator.safetensors   primitive generator state dict
-KIT/bank.safetensors        embeds float16 [M,E] real seen query embeddings,
-                            category_ids int64 [M] (0 = no-object),
-                            text_embeds float32 [K,D] text embeddings of the kit's categories
+KIT/bank.safetensors        embeds float16 [M,E] seen query embeddings, category_ids int64 [M]
+                            (0 = no-object), text_embeds float32 [K,D] text embeddings of the kit's categories
 ```
+
+Where the bank comes from is the manifest's optional ``bank`` entry (`ModelKit.bank_source`): "real"
+(absent = real: embeddings of the segmenter's queries on training images, `zsp train kit`) or
+"generated" (the kit's generator conditioned on its categories' text embeddings, no no-object rows:
+`zsp kit from-release`, since a release ships no bank).
 
 `load_kit` checks everything before any of it is used (zsp_ros/kit/checks.py): every manifest field typed
 and bounded, every file present with the recorded size and sha256, every tensor's name, shape and dtype
@@ -33,6 +37,7 @@ import torch
 from zsp_ros.inference.postprocess import DEFAULT_OBJECT_MASK_THRESHOLD, DEFAULT_OVERLAP_THRESHOLD
 from zsp_ros.kit.category_set import Category, CategorySet
 from zsp_ros.kit.checks import (
+    BANK_SOURCES,
     CLASS_HEAD_PREFIX,
     MANIFEST,
     MAX_MANIFEST_BYTES,
@@ -120,6 +125,12 @@ class ModelKit:
         manifest records none. `Segmenter.from_kit`, the CLIs and the node use these unless told otherwise."""
         recorded = self.manifest.get("inference") or {}
         return {key: float(recorded.get(key, DEFAULT_THRESHOLDS[key])) for key in DEFAULT_THRESHOLDS}
+
+    @property
+    def bank_source(self) -> str:
+        """Where ``bank.safetensors`` comes from: "real" (query embeddings of training images; also when the
+        manifest has no ``bank`` entry) or "generated" (the generator's output for the kit's categories)."""
+        return str((self.manifest.get("bank") or {}).get("source", "real"))
 
     def network_state_dict(self) -> dict[str, torch.Tensor]:
         """The network weights (no class head), sha256-checked again on this read."""
@@ -285,7 +296,7 @@ def save_kit(out_dir: str | Path, *, model_config: dict, network_state: Mapping[
              short_side: int, max_long_side: int, size_divisibility: int = 32,
              runtime: Mapping[str, Any] | None = None, provenance: Mapping[str, Any] | None = None,
              extra: Mapping[str, Any] | None = None, text_encoder_kwargs: Mapping[str, Any] | None = None,
-             class_head_prefix: str = CLASS_HEAD_PREFIX) -> Path:
+             class_head_prefix: str = CLASS_HEAD_PREFIX, bank: Mapping[str, Any] | None = None) -> Path:
     """Write a kit directory (files atomically, manifest last) and return its path after re-loading it.
 
     Args:
@@ -306,6 +317,8 @@ def save_kit(out_dir: str | Path, *, model_config: dict, network_state: Mapping[
             "added", "no_object"}, "fit_kwargs": {keyword arguments of fit_head}}.
         provenance: command, metrics, machine (see zsp_ros.utils.provenance).
         extra: other manifest entries (e.g. the world's unseen categories for benchmarks).
+        bank: the manifest's ``bank`` entry, {"source": "real" | "generated", "rows_per_category",
+            "seed", "categories", "note"} (zsp_ros/kit/checks.py ``BANK_KEYS``); None writes none (= real).
     """
     from safetensors.torch import save as st_save
 
@@ -341,6 +354,10 @@ def save_kit(out_dir: str | Path, *, model_config: dict, network_state: Mapping[
         "categories": cats, "runtime": dict(runtime or {}), "files": files,
         "provenance": dict(provenance or {}),
     }
+    if bank is not None:
+        if bank.get("source") not in BANK_SOURCES:
+            raise ValueError(f"save_kit: bank.source must be one of {BANK_SOURCES}, got {bank.get('source')!r}")
+        manifest["bank"] = dict(bank)
     for key, value in (extra or {}).items():
         if key in manifest:
             raise ValueError(f"save_kit: extra manifest key {key!r} would overwrite a required entry")
