@@ -139,12 +139,12 @@ def _limits(rng: np.random.Generator, size: int) -> InputLimits:
 def _outcome(msg, limits: InputLimits) -> str:
     """"decoded" or "refused:<cause>", after checking the contract of both front doors."""
     try:
-        check_picture(msg, limits=limits)
+        check_picture(msg, limits=limits, depth_policy="normalise")     # 16-bit PNGs decoded too
         header_error = None
     except ImageConversionError as exc:
         header_error = exc
     try:
-        out = to_rgb8(msg, limits=limits)
+        out = to_rgb8(msg, limits=limits, depth_policy="normalise")
     except ImageConversionError as exc:
         assert exc.cause in CAUSES and "\n" not in str(exc)
         assert (exc.cause == "too_large") == str(exc).startswith("image too large:"), str(exc)

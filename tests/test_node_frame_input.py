@@ -41,7 +41,7 @@ def _truncated_jpeg():
 # (message, cause, found by the header check alone)
 MALFORMED = [
     (lambda: _image(encoding="yuv422_weird"), "encoding", True),
-    (lambda: _image(encoding="32FC1", step=24, data=[0] * 96), "encoding", True),    # not a picture
+    (lambda: _image(encoding="32FC1", step=24, data=[0] * 96), "not_picture", True),  # depth: refused by policy
     (lambda: _image(height=0, width=0, step=0, data=[]), "empty", True),
     (lambda: _image(step=5), "step", True),
     (lambda: _image(data=[0] * 10), "size", True),
@@ -74,7 +74,7 @@ def test_header_check_rejects_what_conversion_rejects_with_the_same_cause(msg, c
 @pytest.mark.parametrize("msg", [
     lambda: _image(),
     lambda: _image(step=20, data=[0] * 80),                                   # padded rows
-    lambda: numpy_to_image(np.zeros((3, 5), np.uint16), "mono16"),
+    lambda: numpy_to_image(np.zeros((3, 5), np.uint8), "mono8"),
     lambda: _truncated_jpeg(),                                                # only decoding tells
 ])
 def test_header_check_passes_well_formed_headers(msg):
@@ -179,7 +179,9 @@ def test_heartbeat_counts_a_stall_only_while_a_received_frame_waits():
     ({"stalled_s": 5.1, "max_rate_hz": 0.1}, "ok", ""),
     ({"thread_alive": False}, "error", "not running"),
     ({"died": "KeyboardInterrupt: "}, "error", "died (KeyboardInterrupt: ) and was restarted"),
-    ({"new_problems": 2}, "warn", "2 malformed or failed frames"),
+    ({"new_problems": 2}, "warn", "2 malformed, refused or failed frames"),
+    ({"silence": "no frame on /cam for 5.0 s", "new_problems": 2}, "warn", "no frame on /cam"),
+    ({"silence": "no frame on /cam for 5.0 s", "stalled_s": 15.1}, "error", "none was processed"),
 ])
 def test_health_levels(kwargs, level, fragment):
     from zsp_ros.node.frame_stats import health

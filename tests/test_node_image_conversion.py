@@ -11,8 +11,14 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from zsp_ros.node.compressed_image import compressed_to_numpy, numpy_to_compressed
-from zsp_ros.node.image_conversion import to_rgb8
-from zsp_ros.node.image_encodings import ENCODINGS, ImageConversionError, convert_encoding
+from zsp_ros.node.image_conversion import check_picture, to_rgb8
+from zsp_ros.node.image_encodings import (
+    ENCODINGS,
+    NOT_PICTURE,
+    ImageConversionError,
+    convert_encoding,
+    normalise_to_grey8,
+)
 from zsp_ros.node.raw_image import image_to_numpy, numpy_to_image
 
 H, W = 5, 7
@@ -88,7 +94,7 @@ def test_padded_rows(encoding, pad):
     copied = image_to_numpy(msg, copy=True)
     assert copied.flags.c_contiguous and not np.shares_memory(copied, np.frombuffer(msg.data, np.uint8))
     np.testing.assert_array_equal(copied, arr)
-    if encoding in PICTURES:
+    if encoding in PICTURES and encoding not in NOT_PICTURE:
         np.testing.assert_array_equal(to_rgb8(msg), convert_encoding(arr, encoding, "rgb8"))
 
 
@@ -192,9 +198,8 @@ def test_to_rgb8_from_every_picture_encoding():
         "bgra8": (np.concatenate([rgb[..., ::-1], alpha], axis=2), rgb),
         "mono8": (grey, np.repeat(grey[..., None], 3, axis=2)),
         "8UC1": (grey, np.repeat(grey[..., None], 3, axis=2)),
-        "mono16": (grey16, np.repeat((grey16 >> 8).astype(np.uint8)[..., None], 3, axis=2)),
-        "16UC1": (grey16, np.repeat((grey16 >> 8).astype(np.uint8)[..., None], 3, axis=2)),
     }
+    del grey16
     for encoding, (arr, expected) in cases.items():
         out = to_rgb8(numpy_to_image(arr, encoding))
         assert out.dtype == np.uint8 and out.shape == (H, W, 3) and out.flags.c_contiguous, encoding
@@ -206,10 +211,34 @@ def test_to_rgb8_is_zero_copy_for_packed_rgb8():
     assert np.shares_memory(to_rgb8(msg), np.frombuffer(msg.data, np.uint8))
 
 
-@pytest.mark.parametrize("encoding", ["8UC3", "32SC1", "32FC1"])
-def test_to_rgb8_refuses_non_pictures(encoding):
-    with pytest.raises(ImageConversionError, match=rf"encoding '{encoding}' cannot be shown as RGB"):
-        to_rgb8(numpy_to_image(_sample(encoding), encoding))
+def test_to_rgb8_refuses_8uc3_which_has_no_channel_order():
+    with pytest.raises(ImageConversionError, match=r"encoding '8UC3' cannot be shown as RGB"):
+        to_rgb8(numpy_to_image(_sample("8UC3"), "8UC3"))
+
+
+@pytest.mark.parametrize("encoding", ["16UC1", "mono16", "32FC1", "32SC1"])
+def test_measurements_are_refused_by_default_with_their_own_cause(encoding):
+    msg = numpy_to_image(_sample(encoding), encoding)
+    for call in (lambda: check_picture(msg), lambda: to_rgb8(msg)):
+        with pytest.raises(ImageConversionError, match=rf"encoding '{encoding}' holds measurements") as err:
+            call()
+        assert err.value.cause == "not_picture" and "depth_encoding_policy:=normalise" in str(err.value)
+
+
+def test_normalise_policy_scales_each_frames_valid_range_to_grey():
+    depth = np.array([[0, 500, 1000], [1500, 2500, 0]], np.uint16)          # 0 = no reading (depth)
+    msg = numpy_to_image(depth, "16UC1")
+    check_picture(msg, depth_policy="normalise")
+    out = to_rgb8(msg, depth_policy="normalise")
+    assert out.shape == (2, 3, 3) and (out[..., 0] == out[..., 2]).all()
+    np.testing.assert_array_equal(out[..., 0], [[0, 0, 64], [128, 255, 0]])   # 500 -> 0 ... 2500 -> 255
+    metres = np.array([[np.nan, 1.0], [np.inf, 3.0]], np.float32)
+    np.testing.assert_array_equal(to_rgb8(numpy_to_image(metres, "32FC1"), depth_policy="normalise")[..., 1],
+                                  [[0, 0], [0, 255]])
+    flat = normalise_to_grey8(np.full((2, 2), 7, np.uint16))
+    assert (flat == 128).all() and (normalise_to_grey8(np.zeros((2, 2), np.float32)) == 0).all()
+    with pytest.raises(ImageConversionError, match="depth_policy must be one of refuse, normalise"):
+        to_rgb8(msg, depth_policy="clip")
 
 
 def test_convert_encoding_grey_and_alpha():

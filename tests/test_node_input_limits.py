@@ -30,7 +30,7 @@ from zsp_ros.node import compressed_image
 from zsp_ros.node.compressed_headers import PNG_MAX_CHUNKS, check_stream, read_header
 from zsp_ros.node.frame_input import malformed_cause
 from zsp_ros.node.image_conversion import check_picture, to_rgb8
-from zsp_ros.node.image_encodings import CAUSES, ImageConversionError
+from zsp_ros.node.image_encodings import CAUSES, ImageConversionError, normalise_to_grey8
 from zsp_ros.node.input_limits import (
     DEFAULT_LIMITS,
     LIMIT_RANGES,
@@ -140,7 +140,7 @@ def test_every_cause_is_known_and_matches_the_message_patterns():
             to_rgb8(msg)
         assert info.value.cause in CAUSES and info.value.cause == malformed_cause(info.value), str(info.value)
         seen.add(info.value.cause)
-    assert seen == {"encoding", "empty", "step", "size", "compressed"}
+    assert seen == {"encoding", "empty", "step", "size", "compressed", "not_picture"}
     assert ImageConversionError("cosmic ray").cause == "other"
 
 
@@ -227,8 +227,10 @@ def test_png_chunk_running_past_the_end():
 
 def test_16bit_png_decodes():
     grey = (np.arange(30 * 20, dtype=np.uint16).reshape(20, 30) * 109)
-    out = to_rgb8(message(encode(grey, "PNG"), "png"))
-    np.testing.assert_array_equal(out, np.repeat((grey >> 8).astype(np.uint8)[..., None], 3, axis=2))
+    with pytest.raises(ImageConversionError, match="'mono16' holds measurements"):     # 16 bits: depth-like
+        to_rgb8(message(encode(grey, "PNG"), "png"))
+    out = to_rgb8(message(encode(grey, "PNG"), "png"), depth_policy="normalise")
+    np.testing.assert_array_equal(out, np.repeat(normalise_to_grey8(grey)[..., None], 3, axis=2))
 
 
 # ------------------------------------------------------------------------ JPEG

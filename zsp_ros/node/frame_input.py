@@ -19,7 +19,8 @@ and never enter the mailbox; only what needs decoding to be found bad (a corrupt
 the inference thread, and so can be replaced before it is looked at.
 
 `malformed_cause` maps an `ImageConversionError` to a short cause key ("encoding", "empty",
-"step", "size", "compressed", "too_large"), the unit in which malformed frames are counted and
+"step", "size", "compressed", "too_large"; "not_picture" for a well-formed depth frame refused by policy,
+which the node counts as refused, not malformed), the unit in which malformed frames are counted and
 logged: the error's own ``cause`` when it carries a known one, else read from its message.
 `CauseThrottle` decides when a cause may be logged again: the first time at once, then at most
 once per period (with the count of frames skipped since).
@@ -32,7 +33,7 @@ from typing import Any, Callable
 
 INTAKE_REFRESH_MIN_S = 0.05  # a frame waiting in the mailbox is replaced by a newer one at most this often ...
 INTAKE_REFRESH_MAX_S = 0.25  # ... and at least this often (frame_input's docstring)
-MALFORMED_CAUSES = ("encoding", "empty", "step", "size", "compressed", "too_large", "other")
+MALFORMED_CAUSES = ("encoding", "empty", "step", "size", "compressed", "too_large", "not_picture", "other")
 
 # (fragment of the ImageConversionError message, cause); the first match wins.
 _CAUSE_PATTERNS: tuple[tuple[str, str], ...] = (

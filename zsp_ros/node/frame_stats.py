@@ -8,7 +8,10 @@ Failed frames (decode, inference or publishing raised something other than a con
 counted per cause, the exception's type name (``failed_RuntimeError``). The heartbeat (`heartbeat`)
 says how long ago a frame was last processed and for how long a received frame has been waiting
 without any frame being processed since (``stalled_s``; 0 while every received frame was answered,
-so an idle camera is not a stall).
+so an idle camera is not a stall). Frames refused by policy (a depth image while
+``depth_encoding_policy`` is refuse) are counted apart from malformed ones (``refused_<cause>``).
+`silence_s` says how long no frame has arrived (since the last one, or since these statistics
+began, i.e. activation), for the node's no-frames warning.
 """
 from __future__ import annotations
 
@@ -35,7 +38,9 @@ class FrameStats:
         self.processed = 0
         self.dropped = 0
         self.malformed: dict[str, int] = {}
+        self.refused: dict[str, int] = {}
         self.failed: dict[str, int] = {}
+        self._started = clock()
         self._last_received: float | None = None
         self._last_processed: float | None = None
         self._pending_since: float | None = None     # first frame received after the last processed one
@@ -56,6 +61,17 @@ class FrameStats:
     def on_malformed(self, cause: str) -> None:
         with self._lock:
             self.malformed[cause] = self.malformed.get(cause, 0) + 1
+
+    def on_refused(self, cause: str) -> None:
+        """A well-formed frame the node will not segment (``cause``: e.g. "not_picture")."""
+        with self._lock:
+            self.refused[cause] = self.refused.get(cause, 0) + 1
+
+    def silence_s(self) -> float:
+        """Seconds since the last frame arrived, or since this object was made when none did."""
+        now = self._clock()
+        with self._lock:
+            return now - (self._started if self._last_received is None else self._last_received)
 
     def on_failed(self, cause: str) -> None:
         """Decoding, inference or publishing raised (not a conversion error); ``cause``: the exception's type name."""
@@ -98,16 +114,19 @@ class FrameStats:
         return age, stalled
 
     def snapshot(self) -> dict[str, Any]:
-        """Flat dict: counters, malformed_<cause>, failed_<exception type>, rate_hz,
+        """Flat dict: counters, malformed_<cause>, refused_<cause>, failed_<exception type>, rate_hz,
         latency_<stage>_ms_p50 / _p90."""
         rate = self.rate_hz()
         with self._lock:
             out: dict[str, Any] = {"rate_hz": rate, "frames_received": self.received,
                                    "frames_processed": self.processed, "frames_dropped": self.dropped,
                                    "frames_malformed": sum(self.malformed.values()),
+                                   "frames_refused": sum(self.refused.values()),
                                    "frames_failed": sum(self.failed.values())}
             for cause in sorted(self.malformed):
                 out[f"malformed_{cause}"] = self.malformed[cause]
+            for cause in sorted(self.refused):
+                out[f"refused_{cause}"] = self.refused[cause]
             for cause in sorted(self.failed):
                 out[f"failed_{cause}"] = self.failed[cause]
             for stage, values in self._latency.items():
@@ -119,7 +138,7 @@ class FrameStats:
 
 
 def health(*, thread_alive: bool, stalled_s: float, warn_s: float, error_s: float, max_rate_hz: float = 0.0,
-           died: str | None = None, new_problems: int = 0) -> tuple[str, str]:
+           died: str | None = None, new_problems: int = 0, silence: str | None = None) -> tuple[str, str]:
     """The node's diagnostic level ("ok", "warn", "error") and the reason ("" when ok).
 
     Args:
@@ -128,7 +147,8 @@ def health(*, thread_alive: bool, stalled_s: float, warn_s: float, error_s: floa
         warn_s, error_s: stall thresholds (parameters stall_warn_s, stall_error_s); with a capped rate
             (``max_rate_hz`` > 0) one frame interval, 1 / max_rate_hz, is added to both.
         died: why the inference thread died since the last report (it was restarted), or None.
-        new_problems: malformed + failed frames since the last report.
+        new_problems: malformed, refused and failed frames since the last report.
+        silence: why no frame arrives (the node's no-frames check), or None while frames arrive.
     """
     slack = 1.0 / max_rate_hz if max_rate_hz > 0 else 0.0
     if died is not None:
@@ -139,6 +159,9 @@ def health(*, thread_alive: bool, stalled_s: float, warn_s: float, error_s: floa
         return "error", f"frames arrive but none was processed for {stalled_s:.1f} s"
     if stalled_s > warn_s + slack:
         return "warn", f"frames arrive but none was processed for {stalled_s:.1f} s"
+    if silence is not None:
+        return "warn", silence
     if new_problems > 0:
-        return "warn", f"{new_problems} malformed or failed frame{'s' if new_problems > 1 else ''} since the last report"
+        return "warn", (f"{new_problems} malformed, refused or failed frame{'s' if new_problems > 1 else ''} "
+                        f"since the last report")
     return "ok", ""

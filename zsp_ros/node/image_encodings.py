@@ -18,6 +18,11 @@ mono16      uint16     1         [H, W]
 
 Every malformed input anywhere in the conversion modules raises `ImageConversionError`, whose
 message names the offending field and whose ``cause`` names the kind of failure. Needs only numpy.
+
+Not pictures (``NOT_PICTURE``): one channel of measurements with no display range of its own
+(16UC1 / 32FC1 depth, mono16 from IR or thermal cameras, 32SC1 ids). The node refuses them
+(cause "not_picture") unless told to map them (``depth_encoding_policy: normalise``, which
+scales each frame's valid values to grey with `normalise_to_grey8`).
 """
 from __future__ import annotations
 
@@ -34,9 +39,10 @@ import numpy as np
 #   size        data length does not match height x step, or data is not a byte buffer
 #   compressed  a CompressedImage that cannot be decoded (format field, codec, broken stream)
 #   too_large   over an InputLimits bound (message starts "image too large:")
+#   not_picture a well-formed frame of measurements (depth, ...) refused by policy (NOT_PICTURE)
 #   array       an array handed to a converter does not fit its encoding (output side)
 #   other       anything else
-Cause = Literal["encoding", "empty", "step", "size", "compressed", "too_large", "array", "other"]
+Cause = Literal["encoding", "empty", "step", "size", "compressed", "too_large", "not_picture", "array", "other"]
 CAUSES: tuple[Cause, ...] = get_args(Cause)
 
 
@@ -75,6 +81,12 @@ GRAY16 = {"mono16", "16UC1"}
 
 
 PICTURE_ENCODINGS = set(COLOUR_ORDER) | GRAY8 | GRAY16
+
+
+NOT_PICTURE = {"16UC1", "mono16", "32FC1", "32SC1"}   # measurements: refused unless normalised (docstring)
+
+
+DEPTH_POLICIES = ("refuse", "normalise")
 
 
 BIG_ENDIAN_HOST = sys.byteorder == "big"
@@ -122,6 +134,36 @@ def check_picture_encoding(encoding: str) -> None:
         raise ImageConversionError(
             f"encoding {encoding!r} cannot be shown as RGB (not a colour or grey picture); "
             f"publish one of {', '.join(sorted(PICTURE_ENCODINGS))}", cause="encoding")
+
+
+def not_picture_error(encoding: str) -> ImageConversionError:
+    """The refusal of a frame whose ``encoding`` is in NOT_PICTURE (cause "not_picture")."""
+    return ImageConversionError(
+        f"encoding {encoding!r} holds measurements (depth, IR, ids), not a picture: refused. Publish a colour "
+        f"or mono8 image, or set depth_encoding_policy:=normalise to segment each frame's range scaled to "
+        f"grey", cause="not_picture")
+
+
+def normalise_to_grey8(arr: np.ndarray) -> np.ndarray:
+    """uint8 [H, W] grey from a one-channel measurement image [H, W] (any numeric dtype).
+
+    Valid values (finite and non-zero: 0 and NaN mean "no reading" for depth) are scaled
+    linearly so the frame's smallest becomes 0 and its largest 255; invalid pixels become 0.
+    A frame with no valid value, or only one distinct value, is all 0 / all 128.
+    """
+    if arr.ndim != 2:
+        raise ImageConversionError(f"a measurement image must be [H, W], got shape {arr.shape}", cause="array")
+    values = arr.astype(np.float32, copy=False)
+    valid = np.isfinite(values) & (values != 0)
+    if not valid.any():
+        return np.zeros(arr.shape, np.uint8)
+    low, high = float(values[valid].min()), float(values[valid].max())
+    if high <= low:
+        return np.where(valid, np.uint8(128), np.uint8(0))
+    scaled = (np.where(valid, values, low) - low) * np.float32(255.0 / (high - low))
+    out = np.rint(scaled).astype(np.uint8)
+    out[~valid] = 0
+    return out
 
 
 def convert_encoding(arr: np.ndarray, src: str, dst: str) -> np.ndarray:

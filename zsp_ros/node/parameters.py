@@ -134,6 +134,20 @@ def _stall(value: Any) -> str | None:
         f"must be a time in [0.1, 86400] seconds; got {value!r}"
 
 
+def _seconds_or_zero(value: Any) -> str | None:
+    v = float(value)
+    return None if v == 0.0 or (math.isfinite(v) and 0.1 <= v <= 86400.0) else \
+        f"must be 0 (never) or a time in [0.1, 86400] seconds; got {value!r}"
+
+
+def _threads(value: Any) -> str | None:
+    return None if 0 <= value <= 256 else f"must be 0 (automatic) or a thread count in [1, 256]; got {value!r}"
+
+
+def _overlay_side(value: Any) -> str | None:
+    return None if 0 <= value <= 4096 else f"must be 0 (never enlarge) or a size in [1, 4096] pixels; got {value!r}"
+
+
 def _input_limit(name: str) -> Validator:
     low, high = LIMIT_RANGES[PARAMETER_FIELDS[name]]
 
@@ -168,11 +182,25 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "pixels; 0 = the kit's value.", "configure", "0 or 32..8192", _size_or_zero),
     ParamSpec("input_max_long_side", int, "Network input: cap the long side at this many pixels; "
               "0 = the kit's value.", "configure", "0 or 32..8192", _size_or_zero),
-    ParamSpec("input_reliability", str, "QoS reliability of the image subscriptions (KEEP_LAST, depth 1); "
-              "best_effort follows REP 2003 for sensor data.", "configure", "best_effort or reliable",
+    ParamSpec("image_transport", str, "How the camera's frames arrive: raw subscribes to 'image' "
+              "(sensor_msgs/Image), compressed to '<resolved image topic>/compressed' "
+              "(sensor_msgs/CompressedImage, JPEG or PNG), so a remap of 'image' applies to both; one "
+              "subscription at a time, as image_transport does.", "configure", "raw or compressed",
+              _one_of("raw", "compressed")),
+    ParamSpec("input_reliability", str, "QoS reliability of the image subscription (KEEP_LAST, depth 1). "
+              "reliable (default) receives large frames whole and connects to reliable publishers (most "
+              "camera drivers); best_effort also connects to best-effort publishers but loses large frames "
+              "when DDS fragments are dropped.", "configure", "reliable or best_effort",
               _one_of("best_effort", "reliable")),
-    ParamSpec("subscribe_compressed", bool, "Also subscribe to image/compressed "
-              "(sensor_msgs/CompressedImage, JPEG or PNG).", "configure", "true or false", _any),
+    ParamSpec("subscribe_compressed", bool, "Deprecated: use image_transport. true means "
+              "image_transport compressed (logged as a warning at configure).", "configure", "true or false", _any),
+    ParamSpec("depth_encoding_policy", str, "What to do with frames whose encoding is not a picture "
+              "(16UC1 or 32FC1 depth, mono16, 32SC1): refuse counts them as refused_not_picture and skips "
+              "them; normalise scales each frame's valid range (finite, non-zero) to grey 0..255.", "live",
+              "refuse or normalise", _one_of("refuse", "normalise")),
+    ParamSpec("threads", int, "CPU threads of the network (torch intra-op); 0 = automatic "
+              "(zsp_ros.utils.cpu_threads: one thread unless measured otherwise, at most the CPUs this "
+              "process may use).", "configure", "0..256", _threads),
     ParamSpec("diagnostics_period_s", float, "Period of the /diagnostics messages, seconds.",
               "configure", "0.05..3600", _period),
     ParamSpec("object_mask_threshold", float, "Keep a query whose class probability exceeds this "
@@ -185,6 +213,17 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "live", "true or false", _any),
     ParamSpec("publish_overlay", bool, "Publish the rgb8 overlay on 'overlay' (for rviz).",
               "live", "true or false", _any),
+    ParamSpec("publish_color_mask", bool, "Publish 'color_mask' (rgb8, one fixed colour per category id, "
+              "the same in every frame and run; black = void; no text).", "live", "true or false", _any),
+    ParamSpec("id_image_encoding", str, "Encoding of PanopticSegmentation.id_image: 16UC1 (rviz shows it; "
+              "32SC1 for a frame whose ids exceed 65535, logged once) or 32SC1 always.", "live",
+              "16UC1 or 32SC1", _one_of("16UC1", "32SC1")),
+    ParamSpec("output_resolution", str, "Size of every output image: input (the camera frame's) or "
+              "network (the kit's resize rule applied to the frame, e.g. 192x128 for 640x480: less to "
+              "upsample, send and receive).", "live", "input or network", _one_of("input", "network")),
+    ParamSpec("overlay_min_side", int, "Draw the overlay of a frame whose short side is below this many "
+              "pixels enlarged by a whole factor (nearest) so labels stay legible; 0 = never enlarge.",
+              "live", "0..4096", _overlay_side),
     ParamSpec("max_rate_hz", float, "Process at most this many frames per second (newer frames replace "
               "waiting ones); 0 = as fast as possible. A change takes effect within 0.1 s.", "live", "0..1000",
               _rate),
@@ -194,6 +233,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("stall_error_s", float, "Diagnostics ERROR when a received frame has waited this long with no "
               "frame processed since (plus 1 / max_rate_hz when capped), or the inference thread is dead.",
               "live", "0.1..86400", _stall),
+    ParamSpec("no_frames_warn_s", float, "After activation, WARN (log and /diagnostics) when no frame has "
+              "arrived for this many seconds, naming the topic, its publishers and their QoS, and the likely "
+              "cause; 0 = never.", "live", "0 or 0.1..86400", _seconds_or_zero),
     ParamSpec("max_input_pixels", int, "Refuse (as malformed, cause too_large) a frame of more pixels than "
               "this, raw or compressed; a compressed frame is checked from its header, before decoding.",
               "live", "1..89478485", _input_limit("max_input_pixels")),
@@ -206,6 +248,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               _input_limit("max_text_chunk_bytes")),
     ParamSpec("max_jpeg_scans", int, "Refuse a JPEG of more scans than this (each progressive scan is a pass "
               "over the whole picture).", "live", "1..1000", _input_limit("max_jpeg_scans")),
+    ParamSpec("unconfigured_warn_s", float, "Log a WARN when the node is still unconfigured this many seconds "
+              "after start-up (nothing configured it: autostart false and no lifecycle manager); 0 = never.",
+              "startup", "0 or 0.1..86400", _seconds_or_zero),
     ParamSpec("autostart", bool, "Configure and activate at start-up, without a lifecycle manager.",
               "startup", "true or false", _any),
 )
@@ -372,4 +417,13 @@ def descriptor(spec: ParamSpec) -> Any:
     elif spec.validate is _stall:
         d.floating_point_range = [FloatingPointRange(from_value=0.1, to_value=86400.0, step=0.0)]
     return d
+
+
+def image_transport(values: Mapping[str, Any]) -> tuple[str, str | None]:
+    """(the transport to use, a deprecation warning or None) from ``image_transport`` and the
+    deprecated ``subscribe_compressed`` (true means compressed)."""
+    if values.get("subscribe_compressed"):
+        return "compressed", ("subscribe_compressed is deprecated and will be removed: set image_transport:="
+                              "compressed instead (now using the compressed transport only)")
+    return str(values["image_transport"]), None
 

@@ -122,7 +122,7 @@ def numpy_to_image(array_: np.ndarray, encoding: str, header: Any = None) -> Any
         arr = arr.astype(info.dtype)
     arr = np.ascontiguousarray(arr)             # no copy when already packed and native
 
-    msg = Image()
+    msg = Image(check_fields=True)            # keeps the array.array given to data (else a second copy)
     if header is not None:
         msg.header = header
     msg.height, msg.width = int(arr.shape[0]), int(arr.shape[1])
