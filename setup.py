@@ -1,7 +1,8 @@
 """zsp_ros: universal zero-shot segmentation (PADing) for ROS 2 — an ament_python package.
 
-Installed into the project venv by tools/setup_env.sh (editable), or built by colcon on a
-robot (`colcon build --paths . msg`). Runtime dependencies are pinned in requirements.lock.
+Installed into the project venv by tools/setup_env.sh (editable), or built by colcon on a robot
+next to zsp_msgs (msg/): README "On a robot". setup.cfg puts the console scripts in lib/zsp_ros.
+Dependencies: requirements.lock here; package.xml (rosdep) + requirements-robot.txt on a robot.
 """
 from glob import glob
 
