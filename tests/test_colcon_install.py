@@ -223,7 +223,7 @@ def test_every_imported_module_is_declared_for_a_robot():
     requirements = (REPO / "requirements-robot.txt").read_text()
     # requirement lines, and the optional ones commented out as "# name   # why"; not prose comments
     pip_named = {m.group(1).lower() for m in re.finditer(
-        r"^(?:#\s*)?([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:[<>=!~][^#]*)?(?:#.*)?$", requirements, re.M)}
+        r"^(?:#[ \t]*)?([A-Za-z0-9][A-Za-z0-9._-]*)[ \t]*(?:[<>=!~][^#\n]*)?(?:#.*)?$", requirements, re.M)}
     unknown = _imported_modules() - set(MODULE_SOURCES)
     assert not unknown, f"imported but not mapped to a rosdep key or pip requirement: {sorted(unknown)}"
     for module, source in MODULE_SOURCES.items():
