@@ -62,10 +62,9 @@ def _setup_bash_env(install_base: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def install_base(tmp_path_factory) -> Path:
-    """``colcon build --packages-select zsp_ros`` as colcon-core + colcon-ros run it; returns install/zsp_ros."""
-    ws = tmp_path_factory.mktemp("ws")
+def colcon_build(ws: Path) -> Path:
+    """``colcon build --packages-select zsp_ros`` in workspace ``ws`` as colcon-core + colcon-ros run it
+    (non-symlink install); returns install/zsp_ros."""
     build_base, install_base = ws / "build" / PACKAGE, ws / "install" / PACKAGE
     prefix_override = build_base / "prefix_override"
     prefix_override.mkdir(parents=True)
@@ -86,6 +85,11 @@ def install_base(tmp_path_factory) -> Path:
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, f"{' '.join(cmd)}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return install_base
+
+
+@pytest.fixture(scope="module")
+def install_base(tmp_path_factory) -> Path:
+    return colcon_build(tmp_path_factory.mktemp("ws"))
 
 
 # ------------------------------------------------------------------ 1. discovery

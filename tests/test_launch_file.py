@@ -10,12 +10,14 @@ lifecycle autostart (configure event, then activate once inactive, both under th
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import sys
 import types
 from pathlib import Path
 
 import pytest
+from test_colcon_install import colcon_build
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = REPO / "launch" / "zsp.launch.py"
@@ -32,7 +34,7 @@ class Recorded:
         return f"{type(self).__name__}({self.args}, {self.kwargs})"
 
 
-def _stand_ins() -> dict[str, types.ModuleType]:
+def _stand_ins(share: str = SHARE) -> dict[str, types.ModuleType]:
     names = {
         "launch": {"LaunchDescription": "RecordedLaunchDescription"},
         "launch.actions": {"DeclareLaunchArgument": "RecordedDeclareLaunchArgument", "EmitEvent": "RecordedEmitEvent",
@@ -57,7 +59,7 @@ def _stand_ins() -> dict[str, types.ModuleType]:
     events.matches_action = lambda action: ("matches_action", action)
     modules["launch.events"] = events
     packages = types.ModuleType("ament_index_python.packages")
-    packages.get_package_share_directory = lambda name: {"zsp_ros": SHARE}[name]
+    packages.get_package_share_directory = lambda name: {"zsp_ros": share}[name]
     modules["ament_index_python.packages"] = packages
     return modules
 
@@ -144,10 +146,25 @@ def test_autostart_configures_then_activates_through_lifecycle_events(descriptio
     assert entities.index(handler) < entities.index(configure)
 
 
-def test_launch_file_installs_with_what_it_names():
-    setup = (REPO / "setup.py").read_text()
-    assert '"zsp_node = zsp_ros.node.main:main"' in setup           # the executable the launch file runs
-    assert 'glob("launch/*.launch.py")' in setup and 'glob("config/*.yaml")' in setup
-    assert (REPO / "config" / "zsp.yaml").is_file()
+def test_installed_launch_file_names_installed_files(tmp_path, monkeypatch):
+    """The launch file as colcon installs it (tests/test_colcon_install.py's build), with the ament index
+    answering that install's share: its params file exists there, and its node's executable is where
+    launch_ros looks for it, ``<prefix>/lib/<package>/<executable>``."""
+    install_base = colcon_build(tmp_path / "ws")
+    share = install_base / "share" / "zsp_ros"
+    for name, module in _stand_ins(share=str(share)).items():
+        monkeypatch.setitem(sys.modules, name, module)
+    spec = importlib.util.spec_from_file_location("zsp_launch_installed", share / "launch" / "zsp.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    params_file = Path(_arguments(description)["params_file"])
+    assert params_file == share / "config" / "zsp.yaml" and params_file.is_file()
+    kw = _only(description, "RecordedLifecycleNode").kwargs
+    executable = install_base / "lib" / kw["package"] / kw["executable"]
+    assert executable.is_file() and os.access(executable, os.X_OK), executable
+
+
+def test_launch_file_holds_no_logic():
     text = LAUNCH_FILE.read_text()
     assert not re.search(r"^\s*(if|for|while)\b", text, re.M), "launch file holds logic"
