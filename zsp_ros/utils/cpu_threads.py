@@ -6,6 +6,7 @@ may run on. The figure behind the default is in the README ("CPU threads"); chan
 """
 from __future__ import annotations
 
+import argparse
 import os
 
 import torch
@@ -14,6 +15,9 @@ import torch
 # (one thread per core) made a 128x192 forward 10-20x slower than 1 thread (oversubscription); idle,
 # 2 threads gained little. Updated by the CLI/threads measurement of issue 19 when it lands.
 DEFAULT_THREADS = 1
+
+THREADS_HELP = ("CPU threads for torch / onnxruntime (0 = automatic: {default}, capped by the CPUs this process "
+                "may use; more threads than idle cores makes every call far slower)")
 
 
 def available_cpus() -> int:
@@ -41,3 +45,25 @@ def apply_threads(threads: int | None) -> int:
     n = resolve_threads(threads)
     torch.set_num_threads(n)
     return n
+
+
+def current_threads() -> int:
+    """torch's intra-op thread count in this process now (what `apply_threads` last set, or torch's default)."""
+    return int(torch.get_num_threads())
+
+
+def _threads_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0 (0 = automatic), got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0 (0 = automatic), got {value}")
+    return value
+
+
+def add_threads_argument(parser: argparse.ArgumentParser, *, default: int = 0) -> None:
+    """``--threads N`` (0 = automatic) on a command's parser; pass ``args.threads`` to `apply_threads`."""
+    shown = f"{DEFAULT_THREADS} thread{'s' if DEFAULT_THREADS != 1 else ''}"
+    parser.add_argument("--threads", type=_threads_arg, default=default, metavar="N",
+                        help=THREADS_HELP.format(default=shown) + f"; default {default}")
