@@ -21,8 +21,7 @@ pytestmark = pytest.mark.timeout(300)
 
 H, W = 48, 64
 IMAGE = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
-NODE_PARAMS = {"backend": "quadrant-test", "object_mask_threshold": 0.5, "diagnostics_period_s": 0.5,
-               "subscribe_compressed": True}
+NODE_PARAMS = {"backend": "quadrant-test", "object_mask_threshold": 0.5, "diagnostics_period_s": 0.5}
 
 
 def start_node(namespace: str, kit, state_dir, *, entry: str = "zsp_node", **extra):
@@ -49,9 +48,10 @@ def world(tmp_path_factory):
     client = ZspClient(namespace=namespace, name="zsp_test_client")
     try:
         for topic, msg_type in (("panoptic", PanopticSegmentation), ("semantic", Image), ("overlay", Image),
+                                ("color_mask", Image),
                                 ("/diagnostics", DiagnosticArray)):
             client.subscribe(topic, msg_type)
-        client.subscribe("label_info", CategorySet,
+        client.subscribe("category_set", CategorySet,
                          QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                                     durability=DurabilityPolicy.TRANSIENT_LOCAL))
         yield {"kit": kit, "state_dir": state_dir, "ns": namespace, "node": node, "client": client,
@@ -140,12 +140,13 @@ def test_lifecycle_transitions_and_parameter_checks(world):
     assert set_param(world, "publish_semantic", False).successful      # live parameters may change
     assert set_param(world, "publish_semantic", True).successful
     assert change_state(world, "activate") and get_state(world) == "active"
-    info = world["client"].wait_for("label_info", timeout=TIMEOUT_S)   # transient local: late joiners get it
+    info = world["client"].wait_for("category_set", timeout=TIMEOUT_S)   # transient local: late joiners get it
     assert info.version == 1 and [c.name for c in info.categories] == ["red circle", "green square",
                                                                          "blue star", "grass"]
 
 
 def test_image_in_panoptic_out_with_same_header_and_consistent_segments(world):
+    from zsp_ros.drawing.palette import category_color
     from zsp_ros.node.messages import panoptic_from_message, segments_consistent
     from zsp_ros.node.raw_image import image_to_numpy
 
@@ -153,7 +154,7 @@ def test_image_in_panoptic_out_with_same_header_and_consistent_segments(world):
     assert result.header.frame_id == "camera_optical"
     assert result.id_image.header == result.header
     ids, segments = panoptic_from_message(result)
-    assert ids.shape == (H, W) and result.id_image.encoding == "32SC1"
+    assert ids.shape == (H, W) and result.id_image.encoding == "16UC1"
     assert segments_consistent(ids, segments) == []
     assert sorted(s["label"] for s in segments) == ["blue star", "grass", "red circle"]
     top_left = next(s for s in segments if s["label"] == "red circle")
@@ -164,13 +165,17 @@ def test_image_in_panoptic_out_with_same_header_and_consistent_segments(world):
     client = world["client"]
     overlay = client.wait_for("overlay", lambda m: m.header.stamp.sec == stamp, timeout=TIMEOUT_S)
     semantic = client.wait_for("semantic", lambda m: m.header.stamp.sec == stamp, timeout=TIMEOUT_S)
-    assert overlay.encoding == "rgb8" and image_to_numpy(overlay).shape == (H, W, 3)
+    assert overlay.encoding == "rgb8" and image_to_numpy(overlay).shape == (10 * H, 10 * W, 3)   # overlay_min_side 480
+    mask = client.wait_for("color_mask", lambda m: m.header.stamp.sec == stamp, timeout=TIMEOUT_S)
+    colours = image_to_numpy(mask)
+    assert mask.encoding == "rgb8" and colours.shape == (H, W, 3)
+    assert (colours[0, 0] == category_color(top_left["category_id"])).all()
     assert semantic.encoding == "16UC1"
     sem = image_to_numpy(semantic)
     assert sem[0, 0] == top_left["category_id"] and sem[-1, 0] == 7      # 7 = grass
 
 
-def test_add_category_bumps_label_info_and_appears_while_frames_flow(world):
+def test_add_category_bumps_category_set_and_appears_while_frames_flow(world):
     client = world["client"]
     answer: dict = {}
     thread = threading.Thread(target=lambda: answer.update(r=add(world, ["purple star"], [True])))
@@ -191,7 +196,7 @@ def test_add_category_bumps_label_info_and_appears_while_frames_flow(world):
     assert len(during) >= 2, f"{len(during)} frames came back during the {t_end - t_start:.2f} s add"
     assert {m.category_set_version for m in during} <= {1, 2}
 
-    info = client.wait_for("label_info", lambda m: m.version == 2, timeout=TIMEOUT_S)
+    info = client.wait_for("category_set", lambda m: m.version == 2, timeout=TIMEOUT_S)
     added = [c for c in info.categories if c.name == "purple star"]
     assert len(added) == 1 and added[0].id == new_id and added[0].origin == added[0].ORIGIN_ADDED
 
@@ -206,20 +211,15 @@ def test_malformed_images_are_counted_logged_once_and_skipped(world):
     the node keeps segmenting. Bad raw frames are rejected in the subscription callback; a compressed
     frame that does not decode is found by the inference thread, so a newer frame may replace it
     before it is looked at (by design: newest frame wins) - hence each cause is re-sent until counted."""
-    from sensor_msgs.msg import CompressedImage
-
     from zsp_ros.node.zsp_node import LOG_PERIOD_S
 
     def set_(**fields):
         return lambda m: [setattr(m, k, v) for k, v in fields.items()]
 
-    compressed = world["client"].node.create_publisher(CompressedImage, "image/compressed", 10)
     bad = {"encoding": lambda: send(world, mutate=set_(encoding="yuv-unknown")),
            "step": lambda: send(world, mutate=set_(step=7)),
            "size": lambda: send(world, mutate=lambda m: setattr(m, "data", m.data[: len(m.data) // 2])),
-           "empty": lambda: send(world, mutate=set_(height=0, width=0, step=0, data=[])),
-           "compressed": lambda: compressed.publish(
-               CompressedImage(format="jpeg", data=list(b"\xff\xd8 not really a jpeg")))}
+           "empty": lambda: send(world, mutate=set_(height=0, width=0, step=0, data=[]))}   # compressed: test_node_transport
 
     def counts(msg):
         return {kv.key: kv.value for kv in msg.status[0].values}
@@ -246,7 +246,7 @@ def test_malformed_images_are_counted_logged_once_and_skipped(world):
     diag = client.wait_for("/diagnostics", lambda m: int(counts(m).get("frames_processed", 0)) >= 1
                            and all(int(counts(m).get(f"malformed_{c}", 0)) >= 1 for c in bad), timeout=TIMEOUT_S)
     values = counts(diag)
-    assert int(values["frames_malformed"]) >= 5 and int(values["category_set_version"]) == 2
+    assert int(values["frames_malformed"]) >= 4 and int(values["category_set_version"]) == 2
     assert float(values["latency_model_ms_p50"]) > 0 and "rate_hz" in values
     log = world["node"].transcript
     allowed = 1 + int(elapsed // LOG_PERIOD_S)              # once per cause per log period
@@ -327,7 +327,7 @@ def test_deactivate_cleanup_and_restart_keep_added_categories(world):
     assert not change_state(world, "configure") and get_state(world) == "unconfigured"
     assert "cannot load model kit /nonexistent/kit" in world["node"].wait_for_line("[ERROR]", timeout=TIMEOUT_S)
 
-    assert world["node"].stop() == 0                         # SIGINT: clean exit
+    assert world["node"].stop(grace_s=30.0) == 0             # SIGINT: clean exit (slow on a loaded 2-core host)
     with start_node(world["ns"], world["kit"], world["state_dir"], entry="cli", autostart=True) as node:
         world["node"] = node
         node.wait_for_line("[INFO]", timeout=TIMEOUT_S)
@@ -335,5 +335,5 @@ def test_deactivate_cleanup_and_restart_keep_added_categories(world):
         assert restored.success and names_of(restored) == expected and restored.category_set.version == 7
         result = segment(world)
         assert "purple star" in {s.label for s in result.segments}
-        info = world["client"].wait_for("label_info", lambda m: m.version == 7, timeout=TIMEOUT_S)
+        info = world["client"].wait_for("category_set", lambda m: m.version == 7, timeout=TIMEOUT_S)
         assert json.dumps(sorted(c.name for c in info.categories)) == json.dumps(sorted(expected))

@@ -9,6 +9,7 @@ from zsp_ros.kit.category_set import Category, CategorySet
 from zsp_ros.node.messages import (
     category_set_from_message,
     category_set_message,
+    color_mask_message,
     diagnostic_message,
     overlay_message,
     panoptic_from_message,
@@ -16,6 +17,7 @@ from zsp_ros.node.messages import (
     segments_consistent,
     semantic_message,
 )
+from zsp_ros.node.output_buffers import OutputBuffers
 from zsp_ros.node.raw_image import image_to_numpy
 from zsp_ros.runtime.result import Segment, SegmentationResult
 
@@ -43,7 +45,8 @@ def test_panoptic_message_round_trip():
     result, header = _result(), _header()
     msg = panoptic_message(result, header)
     assert msg.header == header and msg.id_image.header == header
-    assert msg.id_image.encoding == "32SC1" and (msg.id_image.height, msg.id_image.width) == (5, 7)
+    assert msg.id_image.encoding == "16UC1" and (msg.id_image.height, msg.id_image.width) == (5, 7)
+    assert msg.id_image.step == 14 and len(msg.id_image.data) == 70
     assert msg.category_set_version == 4
     assert (msg.preprocess_ms, msg.model_ms, msg.postprocess_ms) == (1.5, 20.25, 3.0)
     ids, segments = panoptic_from_message(msg)
@@ -53,6 +56,48 @@ def test_panoptic_message_round_trip():
                         {"id": 2, "category_id": 70000, "label": "gray bricks", "score": 0.5, "isthing": False,
                          "area": 14, "bbox": [0, 3, 7, 2]}]
     assert segments_consistent(ids, segments) == []
+
+
+def test_id_image_encoding_option_and_fallback_for_large_ids():
+    result = _result()
+    wide = panoptic_message(result, _header(), encoding="32SC1")
+    assert wide.id_image.encoding == "32SC1"
+    np.testing.assert_array_equal(panoptic_from_message(wide)[0], result.panoptic)
+    big = _result()
+    big.panoptic[big.panoptic == 2] = 70000
+    big.segments[1] = Segment(id=70000, category_id=5, name="x", score=0.5, isthing=False, area=14, bbox=(0, 3, 7, 2))
+    fallback = panoptic_message(big, _header())                 # asked 16UC1; 70000 does not fit
+    assert fallback.id_image.encoding == "32SC1"
+    np.testing.assert_array_equal(panoptic_from_message(fallback)[0], big.panoptic)
+    with pytest.raises(ValueError, match="16UC1, 32SC1"):
+        panoptic_message(result, _header(), encoding="mono8")
+
+
+def test_outputs_reuse_their_buffers_across_frames():
+    buffers = OutputBuffers()
+    result = _result()
+    first = panoptic_message(result, _header(), buffers=buffers)
+    data = first.id_image.data
+    mask = color_mask_message(result, _header(), buffers=buffers)
+    sem = semantic_message(result.semantic, _header(), buffers=buffers)
+    result.panoptic[0, 0] = 1
+    second = panoptic_message(result, _header(frame_id="next"), buffers=buffers)
+    assert second.id_image.data is data and buffers.allocations == 3          # id image, colour mask, semantic
+    assert second.id_image.header.frame_id == "next" and panoptic_from_message(second)[0][0, 0] == 1
+    assert color_mask_message(result, _header(), buffers=buffers) is mask
+    assert semantic_message(result.semantic, _header(), buffers=buffers) is sem and buffers.allocations == 3
+
+
+def test_color_mask_is_the_category_palette_without_text():
+    from zsp_ros.drawing.palette import category_color
+
+    result = _result()
+    msg = color_mask_message(result, _header())
+    assert msg.encoding == "rgb8" and (msg.height, msg.width) == (5, 7)
+    out = image_to_numpy(msg)
+    assert (out[2] == 0).all()                                               # void: black
+    assert (out[0:2, 1:4] == category_color(11)).all() and (out[3:5] == category_color(70000)).all()
+    assert len({tuple(px) for px in out.reshape(-1, 3)}) == 3                # 2 categories + void: no text, no edges
 
 
 def test_panoptic_message_of_an_empty_result():
@@ -94,6 +139,8 @@ def test_overlay_message_colours_segments_only():
     assert out.shape == (5, 7, 3)
     assert (out[2] == 40).all()                      # void row untouched
     assert not (out[0:2, 1:4] == 40).all()           # segment pixels coloured
+    big = image_to_numpy(overlay_message(image, result, _header(), labels=False, min_side=20))
+    assert big.shape == (20, 28, 3) and (big[8:12] == 40).all()               # enlarged 4x (nearest)
 
 
 def test_category_set_message_round_trip():

@@ -19,14 +19,14 @@ FAST_FIT = {"optimizer": "adam", "steps": 30, "lr": 0.02}
 # max_rate_hz:=0 is an integer on purpose: a double parameter must accept it (the node would not start).
 NODE_PARAMS = {"backend": "quadrant-test", "object_mask_threshold": 0.5, "diagnostics_period_s": 0.25,
                "stall_warn_s": 1.0, "stall_error_s": 3.0, "max_rate_hz": 0, "autostart": True,
-               "subscribe_compressed": True}
+               "image_transport": "compressed"}      # the camera below sends PNGs: bombs come the same way
 OK, WARN, ERROR = 0, 1, 2
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     from diagnostic_msgs.msg import DiagnosticArray
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import CompressedImage
     from zsp_msgs.msg import PanopticSegmentation
 
     from zsp_ros.node.client import ZspClient
@@ -38,7 +38,7 @@ def world(tmp_path_factory):
     node = spawn_python(name="zsp_node", source=NODE_PROGRAM, args=node_args(namespace, kit=str(kit), **NODE_PARAMS),
                         env_extra={"ZSP_TEST_DIR": str(TESTS_DIR), "ZSP_TEST_POISON": str(poison)})
     client = ZspClient(namespace=namespace, name="zsp_supervision_client")
-    camera = Camera(client.node.create_publisher(Image, "image", 10))
+    camera = Camera(client.node.create_publisher(CompressedImage, "image/compressed", 10))
     try:
         client.subscribe("panoptic", PanopticSegmentation)
         client.subscribe("/diagnostics", DiagnosticArray)
@@ -52,12 +52,12 @@ def world(tmp_path_factory):
 
 
 class Camera:
-    """Publishes IMAGE at ``rate_hz`` from a thread while running; stamps sec = a counter."""
+    """Publishes IMAGE (as a PNG CompressedImage) at ``rate_hz`` from a thread while running; stamps sec = a counter."""
 
     def __init__(self, publisher) -> None:
-        from zsp_ros.node.raw_image import numpy_to_image
+        from zsp_ros.node.compressed_image import numpy_to_compressed
 
-        self.publisher, self.msg, self.stamp = publisher, numpy_to_image(IMAGE, "rgb8"), 0
+        self.publisher, self.msg, self.stamp = publisher, numpy_to_compressed(IMAGE, "rgb8", format="png"), 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

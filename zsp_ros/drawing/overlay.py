@@ -175,7 +175,7 @@ def _draw_labels(canvas: np.ndarray, ids: np.ndarray, segments: Sequence[Segment
     for s in sorted(shown, key=lambda s: -counts[s.id]):
         text = f"{s.name} {s.score:.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        bw, bh = right - left + 2 * pad, bottom - top + 2 * pad
+        bw, bh = int(math.ceil(right - left)) + 2 * pad, int(math.ceil(bottom - top)) + 2 * pad
         if bw > w or bh > h:
             continue                                    # wider than the picture: no legible place
         x = int(min(max(cx[s.id] / counts[s.id] - bw / 2, 0), w - bw))

@@ -29,7 +29,7 @@ def category_colors(category_ids: Any) -> np.ndarray:
 
 def category_color(category_id: int) -> np.ndarray:
     """A stable, well-spread RGB colour (uint8 [3]) for one category id."""
-    return category_colors([category_id])[0]
+    return np.asarray(category_colors([category_id])[0], dtype=np.uint8)
 
 
 def segment_colors(segments: Sequence[Any]) -> np.ndarray:
@@ -55,7 +55,7 @@ def hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
     table = np.stack([np.stack(c, -1) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))])
     rgb = table[i, np.arange(len(h))]
-    return np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return np.asarray(np.clip(rgb * 255.0 + 0.5, 0, 255), dtype=np.uint8)
 
 
 def paint_color_mask(panoptic: np.ndarray, segments: Sequence[Any], *, out: np.ndarray | None = None) -> np.ndarray:

@@ -1,11 +1,17 @@
 """Runtime results -> ROS messages (and back, for clients): pure functions, no node state.
 
 - `panoptic_message`: `SegmentationResult` -> zsp_msgs/PanopticSegmentation (header copied; id
-  image 32SC1 at the input resolution; one Segment per id in the image).
+  image 16UC1 at the result's resolution, rviz shows it; 32SC1 when asked, or when a segment id
+  exceeds 65535, which per-frame segment ids never reach in practice; one Segment per id).
 - `semantic_message`: the semantic map -> sensor_msgs/Image 16UC1 of category ids (32SC1 if an id
   exceeds 65535, which stable ids never reach in practice).
+- `color_mask_message`: result -> rgb8 colour mask, one fixed colour per category id, void black
+  (zsp_ros.drawing.palette), no text.
 - `overlay_message`: image + result -> rgb8 overlay for rviz (zsp_ros.drawing.overlay).
-- `category_set_message`: runtime `CategorySet` -> zsp_msgs/CategorySet (label_info).
+- `category_set_message`: runtime `CategorySet` -> zsp_msgs/CategorySet (the ``category_set`` topic).
+
+The id image, semantic map and colour mask are written into reused messages when an
+`OutputBuffers` is given (the node's inference thread passes its own): no allocation per frame.
 - `diagnostic_message`: a dict of statistics -> diagnostic_msgs/DiagnosticArray.
 - `panoptic_from_message`: the reverse of `panoptic_message`, for clients and tests.
 
@@ -18,7 +24,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from zsp_ros.drawing.overlay import draw_overlay
+from zsp_ros.drawing.palette import paint_color_mask
+from zsp_ros.node.output_buffers import OutputBuffers
 from zsp_ros.node.raw_image import image_to_numpy, numpy_to_image
+
+ID_IMAGE_ENCODINGS = ("16UC1", "32SC1")
+UINT16_MAX = 65535
 
 ORIGIN_CODES = {"seen": 0, "added": 1}   # zsp_msgs/CategoryInfo.ORIGIN_SEEN / ORIGIN_ADDED
 
@@ -33,17 +44,31 @@ def segment_message(segment: Any) -> Any:
                    bbox_x=x, bbox_y=y, bbox_width=w, bbox_height=h)
 
 
-def panoptic_message(result: Any, header: Any) -> Any:
+def panoptic_message(result: Any, header: Any, *, encoding: str = "16UC1",
+                     buffers: OutputBuffers | None = None) -> Any:
     """zsp_msgs/PanopticSegmentation of one frame.
 
     Args:
-        result: `SegmentationResult` (panoptic int32 [H,W], 0 = void; segments; version; timings_ms).
+        result: `SegmentationResult` (panoptic int [H,W], 0 = void; segments; version; timings_ms).
         header: std_msgs/Header of the input image, copied to the message and its id image.
+        encoding: "16UC1" (used unless a segment id exceeds 65535; then 32SC1) or "32SC1".
+        buffers: reuse this object's id image message and buffer (else a new one).
     """
     from zsp_msgs.msg import PanopticSegmentation
 
+    if encoding not in ID_IMAGE_ENCODINGS:
+        raise ValueError(f"id image encoding must be one of {', '.join(ID_IMAGE_ENCODINGS)}, got {encoding!r}")
+    ids = np.asarray(result.panoptic)
+    if ids.ndim != 2:
+        raise ValueError(f"panoptic map must be [H,W], got shape {ids.shape}")
+    top = max((int(s.id) for s in result.segments), default=0)     # the map holds 0 and these ids only
+    if encoding == "16UC1" and top > UINT16_MAX:
+        encoding = "32SC1"
+    buffers = OutputBuffers() if buffers is None else buffers
     msg = PanopticSegmentation(header=header)
-    msg.id_image = numpy_to_image(np.asarray(result.panoptic, dtype=np.int32), "32SC1", header=header)
+    msg.id_image, pixels = buffers.image("id_image", height=ids.shape[0], width=ids.shape[1], encoding=encoding,
+                                        header=header)
+    np.copyto(pixels, ids, casting="unsafe")      # int32 -> uint16: exact, every id <= 65535 (checked above)
     msg.segments = [segment_message(s) for s in result.segments]
     msg.category_set_version = int(result.category_set_version)
     timings = result.timings_ms
@@ -53,21 +78,34 @@ def panoptic_message(result: Any, header: Any) -> Any:
     return msg
 
 
-def semantic_message(semantic: np.ndarray, header: Any) -> Any:
+def semantic_message(semantic: np.ndarray, header: Any, *, buffers: OutputBuffers | None = None) -> Any:
     """sensor_msgs/Image of a semantic map int [H,W] of category ids: 16UC1 (32SC1 above 65535)."""
     ids = np.asarray(semantic)
     if ids.ndim != 2:
         raise ValueError(f"semantic map must be [H,W], got shape {ids.shape}")
-    if ids.size and (int(ids.min()) < 0 or int(ids.max()) > 65535):
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) > UINT16_MAX):
         return numpy_to_image(ids.astype(np.int32, copy=False), "32SC1", header=header)
-    return numpy_to_image(ids.astype(np.uint16), "16UC1", header=header)
+    buffers = OutputBuffers() if buffers is None else buffers
+    msg, pixels = buffers.image("semantic", height=ids.shape[0], width=ids.shape[1], encoding="16UC1", header=header)
+    np.copyto(pixels, ids, casting="unsafe")
+    return msg
+
+
+def color_mask_message(result: Any, header: Any, *, buffers: OutputBuffers | None = None) -> Any:
+    """rgb8 sensor_msgs/Image: each pixel its segment's category colour (fixed per id), void black."""
+    ids = np.asarray(result.panoptic)
+    buffers = OutputBuffers() if buffers is None else buffers
+    msg, pixels = buffers.image("color_mask", height=ids.shape[0], width=ids.shape[1], encoding="rgb8", header=header)
+    paint_color_mask(ids, result.segments, out=pixels)
+    return msg
 
 
 def overlay_message(image: np.ndarray, result: Any, header: Any, *, alpha: float = 0.55,
-                    labels: bool = True) -> Any:
-    """rgb8 sensor_msgs/Image: segment colours blended over ``image`` (uint8 [H,W,3] RGB)."""
+                    labels: bool = True, min_side: int = 0) -> Any:
+    """rgb8 sensor_msgs/Image: segment colours blended over ``image`` (uint8 [H,W,3] RGB); enlarged by a
+    whole factor first when its short side is below ``min_side`` (drawing.overlay.enlargement)."""
 
-    canvas = draw_overlay(image, result.panoptic, result.segments, alpha=alpha, labels=labels)
+    canvas = draw_overlay(image, result.panoptic, result.segments, alpha=alpha, labels=labels, min_side=min_side)
     return numpy_to_image(canvas, "rgb8", header=header)
 
 
@@ -126,7 +164,7 @@ def panoptic_from_message(msg: Any) -> tuple[np.ndarray, list[dict[str, Any]]]:
 
     Each dict: id, category_id, label, score, isthing, area, bbox [x, y, w, h].
     """
-    ids = np.array(image_to_numpy(msg.id_image), dtype=np.int32, copy=True)
+    ids = np.array(image_to_numpy(msg.id_image), dtype=np.int32, copy=True)      # 16UC1 or 32SC1
     segments = [{"id": int(s.id), "category_id": int(s.category_id), "label": s.label, "score": float(s.score),
                  "isthing": bool(s.isthing), "area": int(s.area),
                  "bbox": [int(s.bbox_x), int(s.bbox_y), int(s.bbox_width), int(s.bbox_height)]}

@@ -3,18 +3,29 @@
 
 Lifecycle (each callback returns FAILURE with a logged reason instead of raising):
 - constructor: declares the parameters (zsp_ros.node.parameters; defaults from config/zsp.yaml)
-  and offers the category services, which answer "not configured" until configure.
-- configure: validates every parameter, loads the model kit and the category registry
-  (`Segmenter.from_kit`), runs one warm-up frame.
-- activate: creates the publishers, the image subscriptions, the inference thread and the
-  diagnostics timer; publishes label_info.
+  and offers the category services, which answer "not configured" until configure. A node still
+  unconfigured ``unconfigured_warn_s`` after start-up says so in a WARN (nothing configured it).
+- configure: validates every parameter, sets the CPU threads (``threads``, utils.cpu_threads), loads
+  the model kit and the category registry (`Segmenter.from_kit`), runs one warm-up frame.
+- activate: creates the publishers, the image subscription, the inference thread and the
+  diagnostics timer; publishes the category set.
 - deactivate: stops and destroys all of that. cleanup: releases the model and the state directory.
 
-Topics (relative names, remap them): subscribes ``image`` (sensor_msgs/Image) and, when
-``subscribe_compressed`` is true, ``image/compressed``, both KEEP_LAST depth 1 with
-``input_reliability``. Publishes ``panoptic`` (zsp_msgs/PanopticSegmentation, header of the input),
-``semantic`` (16UC1 category ids), ``overlay`` (rgb8), ``label_info`` (zsp_msgs/CategorySet,
-transient local, republished on every change) and ``/diagnostics``.
+Topics (relative names in zsp_ros.node.topics, remap them): subscribes ONE of ``image``
+(sensor_msgs/Image, ``image_transport`` raw) or ``<resolved image>/compressed`` (CompressedImage,
+``image_transport`` compressed; so ``-r image:=/cam/image_raw`` gives /cam/image_raw/compressed),
+KEEP_LAST depth 1 with ``input_reliability`` (reliable by default). Publishes ``panoptic``
+(zsp_msgs/PanopticSegmentation, header of the input, id image 16UC1), ``semantic`` (16UC1 category
+ids), ``color_mask`` (rgb8, a fixed colour per category id), ``overlay`` (rgb8, enlarged for small
+frames), ``category_set`` (zsp_msgs/CategorySet, transient local, republished on every change) and
+``/diagnostics``; at the input's size, or the network's (``output_resolution``). The id image,
+semantic map and colour mask are written into reused messages (output_buffers.py).
+
+No silent loss: a frame whose encoding is not a picture (depth) is refused and counted
+(``refused_not_picture``) unless ``depth_encoding_policy`` maps it; an incompatible publisher QoS
+is logged when DDS reports it; and when no frame has arrived for ``no_frames_warn_s`` after
+activation, a WARN in the log (once per silence) and in /diagnostics names the topic, its
+publishers with their QoS against ours, and the likely cause (input_watch.py).
 
 Services: ``add_categories``, ``remove_categories``, ``list_categories`` (zsp_msgs), with a request
 queue of SERVICE_QUEUE_DEPTH (bursts of that many concurrent requests are all answered). Every failure
@@ -53,6 +64,7 @@ from zsp_ros.export.on_demand import build_backend_with_artifacts
 from zsp_ros.kit.locate import resolve_kit
 from zsp_ros.kit.model_kit import KitError
 from zsp_ros.node import parameters as params
+from zsp_ros.node import topics
 from zsp_ros.node.category_services import CategoryServices
 from zsp_ros.node.frame_input import (
     CauseThrottle,
@@ -66,15 +78,20 @@ from zsp_ros.node.frame_stats import FrameStats, health
 from zsp_ros.node.image_conversion import check_picture, to_rgb8
 from zsp_ros.node.image_encodings import ImageConversionError
 from zsp_ros.node.input_limits import PARAMETER_FIELDS
+from zsp_ros.node.input_watch import endpoint_from_info, explain_silence, silence_report
 from zsp_ros.node.messages import (
     category_set_message,
+    color_mask_message,
     diagnostic_message,
     overlay_message,
     panoptic_message,
     semantic_message,
 )
+from zsp_ros.node.output_buffers import OutputBuffers
+from zsp_ros.node.output_size import network_sized
 from zsp_ros.runtime.segmenter import Segmenter
 from zsp_ros.runtime.state_store import MemoryStateStore, StateDirError
+from zsp_ros.utils.cpu_threads import apply_threads
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
@@ -106,7 +123,16 @@ class ZspNode(LifecycleNode):
         self.add_pre_set_parameters_callback(_coerce_changes)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._limits = params.input_limits(self._values())      # frame size limits, kept current
+        self._depth_policy = str(self.get_parameter("depth_encoding_policy").value)   # kept current too
         self.add_post_set_parameters_callback(self._after_set_parameters)
+        self._input: dict[str, str] = {}     # the subscription: topic, type, reliability (while active)
+        self._silence_logged = -1            # frames received when the no-frames WARN was last logged
+        self._buffers = OutputBuffers()      # the inference thread's reused output messages
+        self._wide_ids_logged = False
+        self._unconfigured_timer: Any = None
+        wait = float(self.get_parameter("unconfigured_warn_s").value)
+        if wait > 0:
+            self._unconfigured_timer = self.create_timer(wait, self._warn_unconfigured)
 
         self._segmenter: Any = None          # zsp_ros.runtime.segmenter.Segmenter while configured
         self._memory_store = MemoryStateStore()  # without state_dir: categories, version and ids survive cleanup
@@ -135,7 +161,7 @@ class ZspNode(LifecycleNode):
         from zsp_msgs.srv import AddCategories, ListCategories, RemoveCategories
         services = CategoryServices(segmenter=lambda: self._segmenter, lock=self._registry_lock,
                                     logger=self.get_logger(), lifecycle_state=self.lifecycle_state,
-                                    stamp=self._stamp, on_changed=self._publish_label_info)
+                                    stamp=self._stamp, on_changed=self._publish_category_set)
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=SERVICE_QUEUE_DEPTH,
                          reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
         self.create_service(AddCategories, "add_categories", services.on_add, qos_profile=qos,
@@ -169,6 +195,21 @@ class ZspNode(LifecycleNode):
     def _after_set_parameters(self, changes: list[Any]) -> None:
         if any(change.name in PARAMETER_FIELDS for change in changes):
             self._limits = params.input_limits(self._values())
+        if any(change.name == "depth_encoding_policy" for change in changes):
+            self._depth_policy = str(self.get_parameter("depth_encoding_policy").value)
+
+    def _warn_unconfigured(self) -> None:
+        """One-shot timer: WARN when nothing has configured the node ``unconfigured_warn_s`` after start-up."""
+        timer, self._unconfigured_timer = self._unconfigured_timer, None
+        if timer is not None:
+            self.destroy_timer(timer)
+        if self.lifecycle_state() == "unconfigured":
+            name = self.get_fully_qualified_name()
+            self.get_logger().warning(
+                f"still unconfigured {float(self.get_parameter('unconfigured_warn_s').value):.0f} s after start-up: "
+                f"nothing has configured this lifecycle node, so it subscribes to nothing. Configure and activate "
+                f"it (ros2 lifecycle set {name} configure, then activate; or the launch file with autostart:=true), "
+                f"or start it with -p autostart:=true")
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -186,6 +227,14 @@ class ZspNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {exc} (set the 'kit' parameter)")
             return FAILURE
         t0 = time.perf_counter()
+        try:
+            threads = apply_threads(values["threads"])
+        except (ValueError, RuntimeError) as exc:
+            self.get_logger().error(f"configure refused: threads: {exc}")
+            return FAILURE
+        transport, deprecated = params.image_transport(values)
+        if deprecated:
+            self.get_logger().warning(deprecated)
         state_dir = values["state_dir"] or None
         try:
             segmenter = Segmenter.from_kit(
@@ -227,7 +276,8 @@ class ZspNode(LifecycleNode):
         size = f"fixed {fixed[0]}x{fixed[1]}" if fixed else "resized per frame"
         self.get_logger().info(
             f"configured in {time.perf_counter() - t0:.1f} s: kit {kit}, backend {values['backend']} on "
-            f"{values['device']} (network input {size}), {len(cats)} categories (version {cats.version}, "
+            f"{values['device']} (network input {size}, {threads} CPU thread{'s' if threads > 1 else ''}), "
+            f"image transport {transport} ({values['input_reliability']}), {len(cats)} categories (version {cats.version}, "
             f"{sum(c.origin == 'added' for c in cats)} added), state "
             f"{(state_dir + (' (read-only)' if read_only else '')) if state_dir else 'in memory (kept across cleanup)'}")
         return SUCCESS
@@ -241,8 +291,9 @@ class ZspNode(LifecycleNode):
             self._close_io()
             self.get_logger().error(f"activate failed: {type(exc).__name__}: {exc}")
             return FAILURE
-        self._publish_label_info()
-        self.get_logger().info(f"active: subscribed to {', '.join(s.topic_name for s in self._subs)}")
+        self._publish_category_set()
+        self.get_logger().info(f"active: subscribed to {self._input['topic']} ({self._input['type']}, "
+                               f"{self._input['reliability']})")
         return SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -287,6 +338,7 @@ class ZspNode(LifecycleNode):
     # ------------------------------------------------------------------ I/O
     def _open_io(self, values: dict[str, Any]) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.event_handler import SubscriptionEventCallbacks
         from sensor_msgs.msg import CompressedImage, Image
         from zsp_msgs.msg import CategorySet, PanopticSegmentation
 
@@ -299,14 +351,16 @@ class ZspNode(LifecycleNode):
                                  durability=DurabilityPolicy.TRANSIENT_LOCAL)
         with self._io_lock:
             self._pubs = {
-                "panoptic": self.create_publisher(PanopticSegmentation, "panoptic", qos_out),
-                "semantic": self.create_publisher(Image, "semantic", qos_out),
-                "overlay": self.create_publisher(Image, "overlay", qos_out),
-                "label_info": self.create_publisher(CategorySet, "label_info", qos_latched),
-                "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", 10),
+                "panoptic": self.create_publisher(PanopticSegmentation, topics.PANOPTIC, qos_out),
+                "semantic": self.create_publisher(Image, topics.SEMANTIC, qos_out),
+                "color_mask": self.create_publisher(Image, topics.COLOR_MASK, qos_out),
+                "overlay": self.create_publisher(Image, topics.OVERLAY, qos_out),
+                "category_set": self.create_publisher(CategorySet, topics.CATEGORY_SET, qos_latched),
+                "diagnostics": self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10),
             }
         self._stats = FrameStats()
         self._last_problems = 0
+        self._silence_logged = -1
         self._slot = LatestFrame()
         self._stop.clear()
         with self._worker_lock:
@@ -314,11 +368,15 @@ class ZspNode(LifecycleNode):
             self._worker = self._start_worker(self._slot)
         self._timer = self.create_timer(values["diagnostics_period_s"], self._publish_diagnostics,
                                         callback_group=self._timer_group)
-        self._subs = [self.create_subscription(Image, "image", self._on_frame, qos_in,
+        transport, _ = params.image_transport(values)
+        image_topic = self.resolve_topic_name(topics.IMAGE)          # remaps applied: -r image:=/cam/image_raw
+        msg_type, topic = (CompressedImage, image_topic + topics.COMPRESSED_SUFFIX) if transport == "compressed" \
+            else (Image, image_topic)
+        self._input = {"topic": topic, "type": f"sensor_msgs/msg/{msg_type.__name__}",
+                       "reliability": values["input_reliability"]}
+        events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
+        self._subs = [self.create_subscription(msg_type, topic, self._on_frame, qos_in, event_callbacks=events,
                                                callback_group=self._input_group)]
-        if values["subscribe_compressed"]:
-            self._subs.append(self.create_subscription(CompressedImage, "image/compressed", self._on_frame,
-                                                       qos_in, callback_group=self._input_group))
 
     def _close_io(self) -> None:
         """Stop the inference thread first, then destroy subscriptions, timer and publishers. Idempotent."""
@@ -339,6 +397,15 @@ class ZspNode(LifecycleNode):
             self.destroy_timer(timer)
         for pub in pubs.values():
             self.destroy_publisher(pub)
+
+    def _on_incompatible_qos(self, info: Any) -> None:
+        """DDS found a publisher whose QoS cannot serve the image subscription: say which policy, and what to set."""
+        policy = getattr(getattr(info, "last_policy_kind", None), "name", str(getattr(info, "last_policy_kind", "")))
+        self._log_throttled("incompatible_qos", (
+            f"a publisher of {self._input.get('topic', 'the image topic')} offers a QoS incompatible with this "
+            f"subscription ({self._input.get('reliability', '?')}, volatile): policy {policy}, "
+            f"{getattr(info, 'total_count', '?')} such publisher(s). For RELIABILITY: the publisher is best_effort; "
+            f"set input_reliability:=best_effort (large frames may then be lost) or make the publisher reliable"))
 
     def _release_model(self) -> None:
         with self._registry_lock:
@@ -365,7 +432,7 @@ class ZspNode(LifecycleNode):
         publisher, sequence = message_origin(info)
         skipped = self._gaps.skipped(publisher, sequence)
         try:
-            check_picture(msg, limits=self._limits)
+            check_picture(msg, limits=self._limits, depth_policy=self._depth_policy)
         except ImageConversionError as exc:
             self._stats.on_received(replaced=False, skipped=skipped)
             self._skip_malformed(exc)
@@ -429,7 +496,7 @@ class ZspNode(LifecycleNode):
         if segmenter is None or not pubs:
             return
         try:
-            rgb = to_rgb8(msg, limits=self._limits)
+            rgb = to_rgb8(msg, limits=self._limits, depth_policy=self._depth_policy)
         except ImageConversionError as exc:            # e.g. compressed bytes that do not decode
             self._skip_malformed(exc)
             return
@@ -439,19 +506,31 @@ class ZspNode(LifecycleNode):
         stage = "segment"
         try:
             values = {name: self.get_parameter(name).value for name in
-                      ("object_mask_threshold", "overlap_threshold", "publish_semantic", "publish_overlay")}
+                      ("object_mask_threshold", "overlap_threshold", "publish_semantic", "publish_overlay",
+                       "publish_color_mask", "id_image_encoding", "output_resolution", "overlay_min_side")}
             want_semantic = values["publish_semantic"] and pubs["semantic"].get_subscription_count() > 0
             want_overlay = values["publish_overlay"] and pubs["overlay"].get_subscription_count() > 0
+            want_mask = values["publish_color_mask"] and pubs["color_mask"].get_subscription_count() > 0
+            if values["output_resolution"] == "network":      # the resize the network input gets anyway, done first
+                rgb = network_sized(rgb, segmenter)
             result = segmenter.segment(                       # thresholds -1: the kit's (the Segmenter's own)
                 rgb, object_mask_threshold=_threshold_or_kit(values["object_mask_threshold"]),
                 overlap_threshold=_threshold_or_kit(values["overlap_threshold"]), semantic=bool(want_semantic))
             stage = "publish"
             t_publish = time.monotonic()
-            pubs["panoptic"].publish(panoptic_message(result, msg.header))
+            buffers = self._buffers
+            panoptic = panoptic_message(result, msg.header, encoding=values["id_image_encoding"], buffers=buffers)
+            if panoptic.id_image.encoding != values["id_image_encoding"] and not self._wide_ids_logged:
+                self._wide_ids_logged = True
+                self.get_logger().warning("a segment id exceeds 65535: this frame's id image is 32SC1, not 16UC1 "
+                                          "(logged once)")
+            pubs["panoptic"].publish(panoptic)
             if want_semantic and result.semantic is not None:
-                pubs["semantic"].publish(semantic_message(result.semantic, msg.header))
+                pubs["semantic"].publish(semantic_message(result.semantic, msg.header, buffers=buffers))
+            if want_mask:
+                pubs["color_mask"].publish(color_mask_message(result, msg.header, buffers=buffers))
             if want_overlay:
-                pubs["overlay"].publish(overlay_message(rgb, result, msg.header))
+                pubs["overlay"].publish(overlay_message(rgb, result, msg.header, min_side=values["overlay_min_side"]))
             done = time.monotonic()
         except Exception as exc:
             self._count_failed(stage, exc)
@@ -464,6 +543,10 @@ class ZspNode(LifecycleNode):
 
     def _skip_malformed(self, exc: ImageConversionError) -> None:
         cause = malformed_cause(exc)
+        if cause == "not_picture":                   # well formed, refused by depth_encoding_policy
+            self._stats.on_refused(cause)
+            self._log_throttled(f"refused:{cause}", f"refusing frame ({cause}): {exc}")
+            return
         self._stats.on_malformed(cause)
         self._log_throttled(f"malformed:{cause}", f"skipping malformed image ({cause}): {exc}")
 
@@ -497,12 +580,12 @@ class ZspNode(LifecycleNode):
     def _stamp(self) -> Any:
         return self.get_clock().now().to_msg()
 
-    def _publish_label_info(self) -> None:
+    def _publish_category_set(self) -> None:
         from std_msgs.msg import Header
 
         segmenter = self._segmenter
         with self._io_lock:
-            pub = self._pubs.get("label_info")
+            pub = self._pubs.get("category_set")
             if pub is None or segmenter is None:
                 return
             pub.publish(category_set_message(segmenter.registry.list(), Header(stamp=self._stamp())))
@@ -523,27 +606,55 @@ class ZspNode(LifecycleNode):
             worker = self._worker
             alive = worker is not None and worker.is_alive()
             cats = segmenter.registry.list()
-            problems = stats["frames_malformed"] + stats["frames_failed"]
+            problems = stats["frames_malformed"] + stats["frames_refused"] + stats["frames_failed"]
             live = {name: float(self.get_parameter(name).value) for name in
-                    ("stall_warn_s", "stall_error_s", "max_rate_hz")}
+                    ("stall_warn_s", "stall_error_s", "max_rate_hz", "no_frames_warn_s")}
+            silence, input_values = self._check_silence(live["no_frames_warn_s"], stats["frames_received"])
             level, why = health(thread_alive=alive, stalled_s=stalled, warn_s=live["stall_warn_s"],
                                 error_s=live["stall_error_s"], max_rate_hz=live["max_rate_hz"], died=died,
-                                new_problems=max(problems - self._last_problems, 0))
+                                new_problems=max(problems - self._last_problems, 0), silence=silence)
             self._last_problems = problems
             values = {**stats, "last_processed_age_s": -1.0 if age is None else age, "stalled_s": stalled,
                       "inference_thread_alive": alive, "inference_thread_restarts": self._restarts,
                       "category_set_version": cats.version, "categories": len(cats),
                       "categories_added": sum(c.origin == "added" for c in cats),
                       "categories_read_only": segmenter.registry.read_only_reason is not None, "kit": self._kit_dir,
-                      "backend": segmenter.backend.name}
+                      "backend": segmenter.backend.name, **input_values}
             summary = (f"{why + '; ' if why else ''}{stats['rate_hz']:.1f} Hz; {stats['frames_processed']} "
                        f"processed, {stats['frames_dropped']} dropped, {stats['frames_malformed']} malformed, "
-                       f"{stats['frames_failed']} failed; category set v{cats.version}")
+                       f"{stats['frames_refused']} refused, {stats['frames_failed']} failed; category set "
+                       f"v{cats.version}")
             pub.publish(diagnostic_message(name=f"{self.get_fully_qualified_name()}: zero-shot segmentation",
                                            hardware_id=str(getattr(segmenter.backend, "device", "")),
                                            level=level, summary=summary, values=values, stamp=self._stamp()))
         except Exception as exc:
             self._log_throttled("diagnostics", f"diagnostics not published: {type(exc).__name__}: {exc}")
+
+
+    def _check_silence(self, warn_s: float, received: int) -> tuple[str | None, dict[str, Any]]:
+        """(the no-frames reason or None, input_* diagnostics values). Logs the WARN once per silence."""
+        values: dict[str, Any] = {"input_topic": self._input.get("topic", ""),
+                                  "input_type": self._input.get("type", ""),
+                                  "input_reliability": self._input.get("reliability", "")}
+        silent = self._stats.silence_s()
+        values["input_silent_s"] = silent
+        if warn_s <= 0 or silent <= warn_s or not self._input:
+            return None, values
+        topic = self._input["topic"]
+        publishers = [endpoint_from_info(i) for i in self.get_publishers_info_by_topic(topic)]
+        same_type = [name for name, types in self.get_topic_names_and_types() if self._input["type"] in types]
+        cause, why = explain_silence(topic=topic, want_type=self._input["type"],
+                                     reliability=self._input["reliability"], publishers=publishers,
+                                     same_type_topics=same_type)
+        report = silence_report(topic=topic, silent_s=silent, since_activation=received == 0,
+                                want_type=self._input["type"], reliability=self._input["reliability"],
+                                publishers=publishers, cause=cause, why=why)
+        values.update({"input_publishers": "; ".join(p.describe() for p in publishers) or "none",
+                       "input_cause": cause})
+        if self._silence_logged != received:          # once per silence (re-armed by the next frame)
+            self._silence_logged = received
+            self.get_logger().warning(report)
+        return report, values
 
 
 def _coerce_changes(changes: list[Any]) -> list[Any]:
