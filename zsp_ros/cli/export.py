@@ -1,9 +1,14 @@
-"""`zsp export onnx --kit KIT --size HxW --msda {plugin,portable} --out model.onnx`: the network to ONNX.
+"""`zsp export onnx --kit KIT --msda {plugin,portable} --out model.onnx [--size HxW] [--camera-size HxW]`.
 
 Exports ``forward_network`` of the kit's Mask2Former (no classifier: categories stay a runtime
 matter) at one fixed input size, then checks the file: ONNX checker, full shape inference
 (outputs ``mask_logits`` [1,Q,H/4,W/4] and ``query_embeds`` [1,Q,E]) and, for ``plugin``, one
 ``MultiscaleDeformableAttnPlugin_TRT`` node per deformable-attention call. Prints one summary line.
+
+The size defaults to the kit's own network size for ``--camera-size`` frames (default 480x640):
+the kit's resize rule, padded (the embedded kit: 128x192), where the export matches the torch
+backend. Another ``--size`` that shows such frames to the network at another scale (or with more
+padding) is exported with a warning saying how results will differ.
 """
 from __future__ import annotations
 
@@ -12,17 +17,23 @@ import sys
 from pathlib import Path
 
 from zsp_ros.export.msda_plugin_export import PLUGIN_OP
-from zsp_ros.export.onnx_export import export_onnx
+from zsp_ros.export.onnx_export import DEFAULT_CAMERA_HW, export_onnx, kit_network_size, resize_rule_changes
 from zsp_ros.kit.locate import resolve_kit
 from zsp_ros.kit.model_kit import KitError, load_kit
 from zsp_ros.runtime.backends.onnx_contract import OUTPUT_NAMES, OnnxExportError, parse_size
 from zsp_ros.runtime.backends.torch_backend import TorchBackend
+from zsp_ros.utils.cpu_threads import add_threads_argument, apply_threads
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", choices=("onnx",), help="export format (onnx)")
     parser.add_argument("--kit", default=None, help="model kit directory (default: the embedded kit)")
-    parser.add_argument("--size", required=True, help="fixed network input HxW in pixels, multiples of 32 (e.g. 480x640)")
+    parser.add_argument("--size", default=None,
+                        help="fixed network input HxW in pixels, multiples of 32 (default: the kit's resize rule for "
+                             "--camera-size frames, e.g. 128x192 for the embedded kit and 480x640 frames)")
+    parser.add_argument("--camera-size", default=f"{DEFAULT_CAMERA_HW[0]}x{DEFAULT_CAMERA_HW[1]}",
+                        help="HxW of the frames the file will serve (default %(default)s): sets the default --size "
+                             "and the resize-rule check")
     parser.add_argument("--msda", required=True, choices=("plugin", "portable"),
                         help="deformable attention as TensorRT's plugin node, or as standard ops (onnxruntime)")
     parser.add_argument("--out", required=True, help="the .onnx file to write")
@@ -30,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plugin-version", default="1", choices=("1", "2"),
                         help="MultiscaleDeformableAttnPlugin_TRT version: 1 (TensorRT >= 8.4.1, JetPack 6) or 2 "
                              "(IPluginV3, TensorRT >= 10.11); default 1")
+    add_threads_argument(parser)
 
 
 def check_exported(path: str | Path, *, variant: str, msda_modules: int) -> dict:
@@ -54,11 +66,32 @@ def check_exported(path: str | Path, *, variant: str, msda_modules: int) -> dict
     return {"outputs": shapes, "plugin_nodes": plugins, "nodes": len(model.graph.node)}
 
 
+def _camera_size(text: str) -> tuple[int, int]:
+    """--camera-size HxW: positive integers (any size, not only multiples of 32)."""
+    h, sep, w = text.lower().partition("x")
+    try:
+        hw = (int(h), int(w))
+    except ValueError:
+        hw = (0, 0)
+    if not sep or min(hw) <= 0:
+        raise ValueError(f"--camera-size {text!r}: expected HxW in pixels, e.g. 480x640")
+    return hw
+
+
 def run(args: argparse.Namespace) -> int:
 
     try:
-        height, width = parse_size(args.size)
+        apply_threads(args.threads)
+        camera_hw = _camera_size(args.camera_size)
         kit = load_kit(resolve_kit(args.kit))
+        if args.size is None:
+            height, width = kit_network_size(kit.input, camera_hw)
+            print(f"network input {height}x{width}: the kit's resize rule for {camera_hw[0]}x{camera_hw[1]} frames")
+        else:
+            height, width = parse_size(args.size)
+            for change in resize_rule_changes(kit.input, camera_hw, (height, width)):
+                print(f"zsp export: warning: --size {height}x{width}: {change}; the kit's own size for them is "
+                      f"{'x'.join(map(str, kit_network_size(kit.input, camera_hw)))} (the default)", file=sys.stderr)
         network = TorchBackend.from_kit(kit, device="cpu").network
         result = export_onnx(network, args.out, height=height, width=width, variant=args.msda,
                              kit_sha256=kit.sha256, opset=args.opset, plugin_version=args.plugin_version)

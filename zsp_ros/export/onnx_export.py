@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from zsp_ros.export.msda_plugin_export import PLUGIN_DOMAIN, name_plugin_nodes, plugin_msda_cores, swapped_msda_cores
+from zsp_ros.inference.preprocess import fitted_size, padded_size, resized_size
 from zsp_ros.model.msda import ms_deform_attn_reference
 from zsp_ros.runtime.backends.onnx_contract import (
     INPUT_NAME,
@@ -46,6 +47,41 @@ from zsp_ros.utils.provenance import atomic_write_bytes
 
 MIN_OPSET = 17
 DEFAULT_OPSET = 17
+DEFAULT_CAMERA_HW = (480, 640)     # the frame size a kit's export is sized for unless told otherwise
+
+
+def kit_network_size(rule: Mapping[str, int], camera_hw: tuple[int, int]) -> tuple[int, int]:
+    """The network input (H, W) the kit's own resize rule gives a ``camera_hw`` frame: resized, then padded.
+
+    ``rule``: the kit's ``input`` {"short_side", "max_long_side", "size_divisibility"} (pixels); e.g. a
+    128 / 256 / 32 rule gives 480x640 frames 128x171, padded to (128, 192).
+    """
+    h, w = resized_size(camera_hw[0], camera_hw[1], short_side=int(rule["short_side"]),
+                        max_long_side=int(rule["max_long_side"]))
+    return padded_size(h, w, int(rule.get("size_divisibility", 32)))
+
+
+def resize_rule_changes(rule: Mapping[str, int], camera_hw: tuple[int, int], size_hw: tuple[int, int]) -> list[str]:
+    """How a fixed network input ``size_hw`` treats ``camera_hw`` frames unlike the kit's resize rule (empty: alike).
+
+    A fixed-size file fits each frame inside ``size_hw`` (zsp_ros.inference.preprocess.fitted_size); the
+    torch backend scales it by the kit's rule. A different scale shows the network objects at sizes it
+    was not trained for, and results change; more padding changes them slightly.
+    """
+    cam_h, cam_w = camera_hw
+    kit_hw = resized_size(cam_h, cam_w, short_side=int(rule["short_side"]), max_long_side=int(rule["max_long_side"]))
+    fixed_hw = fitted_size(cam_h, cam_w, fixed_hw=size_hw)
+    kit_padded = kit_network_size(rule, camera_hw)
+    changes = []
+    if fixed_hw != kit_hw:
+        changes.append(f"{cam_h}x{cam_w} frames reach the network at {fixed_hw[0]}x{fixed_hw[1]} (scale "
+                       f"{fixed_hw[0] / cam_h:.3g}), but at {kit_hw[0]}x{kit_hw[1]} (scale {kit_hw[0] / cam_h:.3g}) under "
+                       f"the kit's resize rule (short side {rule['short_side']}, long side at most "
+                       f"{rule['max_long_side']}): results will differ from the torch backend's")
+    elif tuple(size_hw) != kit_padded:
+        changes.append(f"{cam_h}x{cam_w} frames are padded to {size_hw[0]}x{size_hw[1]} instead of "
+                       f"{kit_padded[0]}x{kit_padded[1]}: results may differ slightly from the torch backend's")
+    return changes
 
 
 class ForwardNetwork(nn.Module):
