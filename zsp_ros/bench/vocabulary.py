@@ -26,6 +26,7 @@ geometry) are kept in memory and every (set, seed) re-runs only the head and the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -56,6 +57,8 @@ from zsp_ros.kit.locate import resolve_kit
 from zsp_ros.runtime.category_requests import CategoryError
 from zsp_ros.runtime.registry import HeadSnapshot, build_registry
 from zsp_ros.runtime.segmenter import Segmenter
+from zsp_ros.semantics.build import with_phrasing
+from zsp_ros.semantics.phrasing import PhrasingEncoder
 from zsp_ros.utils.provenance import provenance, write_json
 
 
@@ -128,6 +131,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-images", type=int, default=None, help="use the first N validation images")
     parser.add_argument("--sets", nargs="+", default=None,
                         help=f"families ({', '.join(FAMILIES)}) or keys like colour_synonyms/dev (default: all)")
+    parser.add_argument("--phrasing", choices=("kit", "off"), default="kit",
+                        help="rewrite names toward the kit's words before encoding (zsp_ros/semantics/phrasing.py): "
+                             "'kit' = the manifest's text_encoder.kwargs.phrasing, else the kit's category names with "
+                             "config/phrasing.yaml (default); 'off' = the plain text encoder")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
 
@@ -153,6 +160,31 @@ def _ground_truth(data: Path, images: Sequence[Mapping[str, Any]], gt: Mapping[s
     return out
 
 
+def _phrasing_encoder(encoder: Any, kit: Any, mode: str) -> Any:
+    """The text encoder the add path uses: with mode "kit", the kit's encoder wrapped by the phrasing
+    rewrite (the manifest's ``text_encoder.kwargs.phrasing`` when it has a vocabulary, else the kit's
+    category names as the vocabulary); with "off", the plain encoder."""
+    base = getattr(encoder, "base", encoder)
+    if mode == "off":
+        return base
+    settings = dict(kit.manifest["text_encoder"].get("kwargs", {}).get("phrasing") or {})
+    settings.setdefault("vocabulary", list(kit.categories.names))
+    return with_phrasing(base, settings)
+
+
+def _interpreted(encoder: Any, names: Sequence[str]) -> dict[str, str] | None:
+    """Name -> the text the encoder embeds, for the names it rewrites (None without a phrasing encoder)."""
+    if not isinstance(encoder, PhrasingEncoder):
+        return None
+    return {i.name: i.text for i in encoder.interpret(list(names)) if i.changed}
+
+
+def _phrasing_settings(encoder: Any) -> dict[str, Any] | None:
+    if not isinstance(encoder, PhrasingEncoder):
+        return None
+    return {**dataclasses.asdict(encoder.config), "vocabulary_words": len(encoder.normaliser.words)}
+
+
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     t_start, cpu_start, load_start = time.perf_counter(), time.process_time(), os.getloadavg()[0]
@@ -169,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
 
     with Segmenter.from_kit(kit_dir, device=args.device, semantic=False) as segmenter:
         kit, encoder = segmenter.registry.kit, segmenter.registry.text_encoder
+        encoder = _phrasing_encoder(encoder, kit, args.phrasing)
         t0 = time.perf_counter()
         frames = forward_world(segmenter, data, images)
         forward_s = time.perf_counter() - t0
@@ -184,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
             entry: dict[str, Any] = {"family": name_set.family, "part": name_set.part, "kind": name_set.kind,
                                      "names": dict(zip(name_set.names, (name_set.truth[n.casefold()]
                                                                         for n in name_set.names))),
-                                     "runs": []}
+                                     "interpreted": _interpreted(encoder, name_set.names), "runs": []}
             for seed in seeds:
                 registry = build_registry(kit, text_encoder=encoder, seed=seed, warm_up=False)
                 try:
@@ -216,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
             "kit": {"path": str(kit_dir), "sha256": kit.sha256, "text_encoder": kit.text_encoder_id,
                     "object_mask_threshold": segmenter.object_mask_threshold,
                     "overlap_threshold": segmenter.overlap_threshold},
-            "names_file": str(names_path), "seeds": seeds, "threads": args.threads, "device": args.device,
+            "phrasing": _phrasing_settings(encoder), "names_file": str(names_path), "seeds": seeds, "threads": args.threads, "device": args.device,
             "seen_only": seen_only, "sets": results,
             "timing": {"forward_s": round(forward_s, 2), "total_s": round(time.perf_counter() - t_start, 2),
                        "cpu_s": round(time.process_time() - cpu_start, 2),

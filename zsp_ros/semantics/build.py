@@ -9,10 +9,17 @@ Keyword arguments go to the encoder's constructor:
 - clip: weights (local file), model_name, templates, device, batch_size
 - file: path
 - attributes: vocabularies={group: [entries]}, or names=[...] to infer "colour shape" groups
+
+Any kind also takes ``phrasing``: a mapping with ``vocabulary`` (the names the kit's generator was
+trained on, i.e. its seen category names) and optionally any setting of config/phrasing.yaml; the
+encoder is then wrapped in a `PhrasingEncoder` that rewrites a new name's words toward that
+vocabulary before encoding (zsp_ros/semantics/phrasing.py). A kit asks for it through its manifest
+(``text_encoder.kwargs.phrasing``), which the registry passes here; without ``vocabulary`` there is
+nothing to rewrite toward and the plain encoder is returned.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from zsp_ros.semantics.attribute_encoder import AttributeEncoder
@@ -20,6 +27,7 @@ from zsp_ros.semantics.base import TextEncoder
 from zsp_ros.semantics.clip_encoder import ClipTextEncoder
 from zsp_ros.semantics.file_encoder import FileEncoder
 from zsp_ros.semantics.minilm_encoder import MiniLMEncoder
+from zsp_ros.semantics.phrasing import PhrasingEncoder, load_phrasing_config
 
 
 def _minilm(**kw: Any) -> TextEncoder:
@@ -58,8 +66,25 @@ TEXT_ENCODERS: dict[str, Callable[..., TextEncoder]] = {
 }
 
 
-def build_text_encoder(name: str, **kw: Any) -> TextEncoder:
-    """Build the encoder registered as ``name`` (case-insensitive) with keyword arguments ``kw``.
+def with_phrasing(encoder: TextEncoder, phrasing: Mapping[str, Any] | None) -> TextEncoder:
+    """``encoder`` wrapped in a `PhrasingEncoder` for ``phrasing`` = {"vocabulary": [names], <settings>}
+    (settings over config/phrasing.yaml); ``encoder`` itself when phrasing is None, has no vocabulary
+    or is disabled."""
+    if phrasing is None:
+        return encoder
+    if not isinstance(phrasing, Mapping):
+        raise ValueError(f"phrasing must be a mapping, got {type(phrasing).__name__}")
+    settings = dict(phrasing)
+    vocabulary = settings.pop("vocabulary", None)
+    config = load_phrasing_config(**settings)
+    if not vocabulary or not config.enabled:
+        return encoder
+    return PhrasingEncoder(base=encoder, vocabulary=list(vocabulary), config=config)
+
+
+def build_text_encoder(name: str, *, phrasing: Mapping[str, Any] | None = None, **kw: Any) -> TextEncoder:
+    """Build the encoder registered as ``name`` (case-insensitive) with keyword arguments ``kw``,
+    wrapped for ``phrasing`` (`with_phrasing`; module docstring).
 
     An identifier of the form "file:..." or "attributes:..." selects the kind before the colon.
     """
@@ -67,4 +92,4 @@ def build_text_encoder(name: str, **kw: Any) -> TextEncoder:
         else name.lower()
     if key not in TEXT_ENCODERS:
         raise ValueError(f"unknown text encoder {name!r}; choose from {', '.join(TEXT_ENCODERS)}")
-    return TEXT_ENCODERS[key](**kw)
+    return with_phrasing(TEXT_ENCODERS[key](**kw), phrasing)

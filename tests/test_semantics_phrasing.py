@@ -1,0 +1,162 @@
+"""The phrasing rewrite (zsp_ros/semantics/phrasing.py): synonyms and word forms mapped to the kit's
+words, novel nouns kept, known names untouched, deterministic; the wrapper keeps the encoder's space."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from zsp_ros.semantics.base import TextEncoder
+from zsp_ros.semantics.build import build_text_encoder, with_phrasing
+from zsp_ros.semantics.phrasing import (
+    ColourGrounding,
+    PhraseNormaliser,
+    PhrasingConfig,
+    PhrasingEncoder,
+    load_phrasing_config,
+    srgb_to_lab,
+    vocabulary_words,
+    words_of,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPES = ["red circle", "red square", "green triangle", "blue star", "yellow cross", "gray stripes",
+          "brown bricks", "white ring", "pink square", "purple star", "orange ring", "green checks"]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return build_text_encoder("minilm")
+
+
+@pytest.fixture(scope="module")
+def shapes(minilm):
+    return PhraseNormaliser(vocabulary=SHAPES, embed=minilm.encode, config=load_phrasing_config())
+
+
+def _coco_split(name: str) -> tuple[list[str], list[str]]:
+    doc = json.loads((ROOT / "config" / "coco_splits" / f"{name}.json").read_text())
+    seen = [c["name"] for c in doc["categories"] if c.get("seen") is True]
+    unseen = [c["name"] for c in doc["categories"] if c.get("seen") is False]
+    return seen, unseen
+
+
+def test_code_defaults_are_the_config_file():
+    document = yaml.safe_load((ROOT / "config" / "phrasing.yaml").read_text())
+    assert PhrasingConfig.from_mapping(document["phrasing"]) == PhrasingConfig()
+    assert load_phrasing_config() == PhrasingConfig()
+    assert load_phrasing_config(raw_weight=0.25).raw_weight == 0.25
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="unknown phrasing settings"):
+        PhrasingConfig.from_mapping({"min_similarity": 0.5, "threshold": 1})
+    with pytest.raises(ValueError, match="raw_weight"):
+        PhrasingConfig(raw_weight=1.0)
+    with pytest.raises(ValueError, match="min_stem"):
+        PhrasingConfig(min_stem=1)
+
+
+def test_words():
+    assert words_of("Red Ring-shaped object, it's") == ["red", "ring", "shaped", "object", "it's"]
+    assert vocabulary_words(["wall-brick", "dining table", "Red circle"]) == \
+        ["brick", "circle", "dining", "red", "table", "wall"]
+
+
+def test_colour_synonyms_and_word_forms_are_mapped(shapes):
+    assert shapes.interpret("crimson triangle").text == "red triangle"
+    assert shapes.interpret("navy star").text == "blue star"
+    assert shapes.interpret("silver dots").text == "gray dots"
+    assert shapes.interpret("grey stripes").text == "gray stripes"
+    assert shapes.interpret("Red Triangles").text == "Red triangle"       # the rest is kept as typed
+    assert shapes.interpret("purple crosses").text == "purple cross"
+    assert shapes.interpret("green brick").text == "green bricks"
+    interpretation = shapes.interpret("crimson triangular sign")
+    assert [(r.word, r.replacement, r.rule) for r in interpretation.replacements] == \
+        [("crimson", "red", "colour"), ("triangular", "triangle", "form")]
+    assert interpretation.unknown == ("sign",) and interpretation.text == "red triangle sign"
+
+
+def test_known_names_and_novel_words_are_left_alone(shapes):
+    for name in SHAPES + ["GREEN Circle", "blue  ring"]:
+        interpretation = shapes.interpret(name)
+        assert not interpretation.changed and interpretation.text == name
+    for name in ["coffee mug", "zebra", "black hexagon", "cyan heart", "laptop", "sky"]:
+        assert shapes.interpret(name).text == name, name
+
+
+@pytest.mark.parametrize("split", ["zsp_panoptic_119_14", "zss_stuff_156_15", "zsi_instances_48_17"])
+def test_coco_unseen_names_are_not_mapped_onto_seen_words(minilm, split):
+    """A genuine novel noun (giraffe, cow, carrot, skateboard...) must stay itself, even where the text
+    encoder finds a seen word close to it (carrot/vegetable 0.74, skateboard/surfboard 0.61)."""
+    seen, unseen = _coco_split(split)
+    normaliser = PhraseNormaliser(vocabulary=seen, embed=minilm.encode, config=load_phrasing_config())
+    changed = {n: normaliser.interpret(n).text for n in unseen if normaliser.interpret(n).changed}
+    assert changed == {}
+    assert all(not normaliser.interpret(n).changed for n in seen)
+
+
+def test_coco_plurals_are_mapped(minilm):
+    seen, _ = _coco_split("zsp_panoptic_119_14")
+    normaliser = PhraseNormaliser(vocabulary=seen, embed=minilm.encode)
+    assert normaliser.interpret("dogs").text == "dog" and normaliser.interpret("two cars").text == "two car"
+    assert normaliser.interpret("crimson car").text == "crimson car"        # no colour word among COCO's
+
+
+def test_rewrite_is_deterministic(minilm):
+    names = ["crimson triangle", "yellow stars", "ivory ring", "olive bricks", "box"]
+    a = PhraseNormaliser(vocabulary=SHAPES, embed=minilm.encode).interpret
+    b = PhraseNormaliser(vocabulary=list(reversed(SHAPES)), embed=minilm.encode).interpret
+    assert [a(n) for n in names] == [b(n) for n in names]
+
+
+def test_colour_grounding_on_a_small_table():
+    table = {"red": (255, 0, 0), "darkred": (139, 0, 0), "blue": (0, 0, 255), "crimson": (220, 20, 60),
+             "black": (0, 0, 0), "navy": (0, 0, 128)}
+    grounding = ColourGrounding(vocabulary=["red", "blue", "circle"], table=table, max_delta_e=60, neighbours=1)
+    assert grounding.labels == [None, "blue", None, "red", None, "red"]   # black blue crimson darkred navy red
+    assert grounding.ground("crimson")[0] == "red"
+    assert grounding.ground("navy")[0] == "blue"
+    assert grounding.ground("red") is None and grounding.ground("mauve") is None
+    assert ColourGrounding(vocabulary=["red", "blue"], table=table, max_delta_e=10,
+                           neighbours=1).ground("black") is None
+    lab = srgb_to_lab(np.array([[255, 255, 255], [0, 0, 0]]))
+    assert np.allclose(lab, [[100, 0, 0], [0, 0, 0]], atol=0.05)
+
+
+class _Table(TextEncoder):
+    """A tiny fixed encoder: counts how often each name is asked for."""
+    identifier, dim = "table", 3
+    vectors = {"red circle": [1, 0, 0], "blue circle": [0, 1, 0], "red": [1, 0, 0], "blue": [0, 1, 0],
+               "circle": [0, 0, 1], "navy circle": [0.2, 0.5, 0.5]}
+
+    def _encode(self, names):
+        return np.array([self.vectors[n] for n in names], dtype=np.float32)
+
+
+def test_wrapper_keeps_identifier_and_known_vectors():
+    base = _Table()
+    wrapped = with_phrasing(base, {"vocabulary": ["red circle", "blue circle"]})
+    assert isinstance(wrapped, PhrasingEncoder)
+    assert (wrapped.identifier, wrapped.dim) == (base.identifier, base.dim)
+    assert np.array_equal(wrapped.encode(["red circle"]), base.encode(["red circle"]))
+    assert np.allclose(wrapped.encode(["navy circle"]), base.encode(["blue circle"]))
+    blended = with_phrasing(base, {"vocabulary": ["red circle", "blue circle"], "raw_weight": 0.5})
+    want = base.encode(["blue circle"])[0] + base.encode(["navy circle"])[0]
+    assert np.allclose(blended.encode(["navy circle"])[0], want / np.linalg.norm(want), atol=1e-6)
+    assert with_phrasing(base, None) is base
+    assert with_phrasing(base, {"vocabulary": []}) is base
+    assert with_phrasing(base, {"vocabulary": ["red circle"], "enabled": False}) is base
+    with pytest.raises(ValueError, match="unknown phrasing settings"):
+        with_phrasing(base, {"vocabulary": ["red circle"], "margin": 0.1})
+
+
+def test_attribute_encoder_accepts_a_synonym_through_the_rewrite():
+    encoder = build_text_encoder("attributes", names=["red circle", "blue star"],
+                                 phrasing={"vocabulary": ["red circle", "blue star"]})
+    assert np.array_equal(encoder.encode(["navy star"]), encoder.encode(["blue star"]))
+    with pytest.raises(ValueError, match="navy"):
+        build_text_encoder("attributes", names=["red circle", "blue star"]).encode(["navy star"])

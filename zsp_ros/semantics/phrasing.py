@@ -1,0 +1,345 @@
+"""Understand a user's phrasing: rewrite the words of a new category name toward words the kit knows.
+
+Why. A kit's generator turns a text embedding into fake visual embeddings; it was trained on the
+embeddings of the kit's own category names only, so it is reliable near those and nowhere else.
+Measured on the synthetic world (results/vocabulary.md, before this module): a colour synonym
+("crimson triangle" for "red triangle") kept 0.11 of the unseen PQ because the offline text encoder
+(all-MiniLM-L6-v2) does not know colour words: its nearest kit word to "crimson" is "purple", to
+"navy" "orange" (cosine 0.36-0.60, margins of 0.01-0.07), so the generator put the fakes on another
+colour. Inflections ("triangles", "triangular", "star-shaped") were handled better but still lost.
+
+What. `PhraseNormaliser` replaces every word of a name that is not a word of the kit's names (the
+*vocabulary*) by a vocabulary word when, and only when, one of two offline resources says they mean
+the same thing; everything else in the name is left as typed:
+
+1. Word form (any vocabulary): a vocabulary word that shares the word's stem (a common prefix of
+   ``min_stem`` letters, or the whole vocabulary word: "triangles"/"triangular" -> "triangle",
+   "ring-shaped" -> "ring", "dogs" -> "dog") and is the text encoder's nearest such word with cosine
+   >= ``min_similarity``. The shared stem is what keeps genuine novel nouns alone: by similarity
+   alone "carrot" would become "vegetable" (cosine 0.74) and "skateboard" "surfboard" (0.61) with the
+   COCO seen words; neither shares a stem, so both stay.
+2. Colour (colour words only): a word that names a colour of the CSS colour table that Pillow ships
+   (`PIL.ImageColor.colormap`, 148 names with sRGB values) is placed in CIELAB and given the colour
+   word of the vocabulary that its ``colour_neighbours`` nearest *labelled* table colours vote for
+   (a table name is labelled by the vocabulary colour word it ends with: "darkred" -> red,
+   "lightslategray" -> gray), provided the nearest labelled colour is within ``colour_max_delta_e``
+   (CIE76 ΔE). So "crimson" -> red, "navy" -> blue, "silver" -> gray; a colour far from every
+   vocabulary colour ("black" in a world without black, ΔE 34 to the nearest gray) stays. A
+   colour that is itself a word of the vocabulary is never touched. Words outside the table are
+   not guessed.
+
+A word kept as typed still reaches the text encoder, so "zebra", "coffee mug" or "hexagon" embed
+as before; the rewrite is a no-op for a name whose words are all known (the kit's own names, so
+the kit's stored text embeddings are reproduced exactly).
+
+`PhrasingEncoder` wraps the kit's text encoder (same ``identifier`` and ``dim``: the vectors still
+live in that encoder's space) and encodes ``(1 - raw_weight) * e(rewritten) + raw_weight * e(typed)``,
+re-normalised; `PhrasingEncoder.interpret` says what a name became (for the add response).
+
+The parameters live in config/phrasing.yaml (`load_phrasing_config`); they were chosen on the
+development parts of config/vocabulary/unseen_paraphrases.json only (README, "Phrasing").
+"""
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from zsp_ros.semantics.base import TextEncoder, check_names, l2_normalise
+
+CONFIG_FILE = "phrasing.yaml"
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
+
+
+@dataclass(frozen=True)
+class PhrasingConfig:
+    """Parameters of the rewrite (defaults: config/phrasing.yaml; meanings: module docstring).
+
+    enabled: rewrite at all (False: the wrapped encoder's vectors unchanged).
+    min_similarity: text-encoder cosine a stem-sharing vocabulary word needs (word form rule).
+    min_stem: letters of common prefix that count as a shared stem (or the whole vocabulary word).
+    colour_max_delta_e: CIE76 ΔE within which the nearest labelled table colour must lie.
+    colour_neighbours: labelled table colours that vote for a colour word.
+    raw_weight: weight of the typed name's embedding in the blend, in [0, 1).
+    """
+    enabled: bool = True
+    min_similarity: float = 0.5
+    min_stem: int = 4
+    colour_max_delta_e: float = 25.0
+    colour_neighbours: int = 3
+    raw_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not -1.0 <= self.min_similarity <= 1.0:
+            raise ValueError(f"min_similarity must be in [-1, 1], got {self.min_similarity}")
+        if self.min_stem < 2:
+            raise ValueError(f"min_stem must be >= 2, got {self.min_stem}")
+        if self.colour_max_delta_e < 0:
+            raise ValueError(f"colour_max_delta_e must be >= 0, got {self.colour_max_delta_e}")
+        if self.colour_neighbours < 1:
+            raise ValueError(f"colour_neighbours must be >= 1, got {self.colour_neighbours}")
+        if not 0.0 <= self.raw_weight < 1.0:
+            raise ValueError(f"raw_weight must be in [0, 1), got {self.raw_weight}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> PhrasingConfig:
+        """Build from a mapping; an unknown key is an error naming the known ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown phrasing settings {unknown}; known: {sorted(known)}")
+        return cls(**dict(values))
+
+
+def default_config_path() -> Path | None:
+    """config/phrasing.yaml of the source checkout, else of the installed share; None if neither."""
+    candidates = [Path(__file__).resolve().parents[2] / "config" / CONFIG_FILE,
+                  Path(sys.prefix) / "share" / "zsp_ros" / "config" / CONFIG_FILE]
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def load_phrasing_config(path: str | Path | None = None, **overrides: Any) -> PhrasingConfig:
+    """The phrasing settings: the ``phrasing`` section of ``path`` (default `default_config_path`;
+    the built-in defaults when there is no file), then ``overrides`` (e.g. a kit's manifest values)."""
+    values: dict[str, Any] = {}
+    path = Path(path) if path is not None else default_config_path()
+    if path is not None:
+        document = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(document, dict) or not isinstance(document.get("phrasing", {}), dict):
+            raise ValueError(f"{path}: expected a mapping with a 'phrasing' mapping")
+        values.update(document.get("phrasing", {}))
+    values.update(overrides)
+    return PhrasingConfig.from_mapping(values)
+
+
+def words_of(text: str) -> list[str]:
+    """Lower-case words of ``text``: runs of letters/digits (inner apostrophes kept); a hyphen separates
+    words, so the parts of "wall-concrete" or "ring-shaped" are rewritten (or kept) one by one."""
+    return _WORD.findall(text.lower())
+
+
+def vocabulary_words(names: Sequence[str]) -> list[str]:
+    """The sorted word set of ``names`` (`words_of` each)."""
+    return sorted({word for name in names for word in words_of(name)})
+
+
+# ---------------------------------------------------------------------------------------- colours
+def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """sRGB in [0, 255], float [..., 3] -> CIELAB (D65) [..., 3] (L in [0, 100])."""
+    c = np.asarray(rgb, dtype=np.float64) / 255.0
+    c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+    xyz = c @ m.T / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > 216 / 24389, np.cbrt(xyz), (24389 / 27 * xyz + 16) / 116)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
+
+
+def css_colour_table() -> dict[str, tuple[int, int, int]]:
+    """Pillow's CSS colour names -> sRGB (empty if Pillow is not installed)."""
+    try:
+        from PIL import ImageColor
+    except ImportError:                    # the colour rule is then simply off
+        return {}
+    return {name: ImageColor.getrgb(name)[:3] for name in sorted(ImageColor.colormap)}
+
+
+class ColourGrounding:
+    """Colour word -> the vocabulary colour word it is a shade of (or None).
+
+    Args:
+        vocabulary: the known words; those that are table colour names are the targets.
+        table: colour name -> sRGB (default: `css_colour_table`).
+        max_delta_e, neighbours: `PhrasingConfig.colour_max_delta_e`, ``colour_neighbours``.
+    """
+
+    def __init__(self, *, vocabulary: Sequence[str], table: Mapping[str, tuple[int, int, int]] | None = None,
+                 max_delta_e: float, neighbours: int) -> None:
+        table = css_colour_table() if table is None else dict(table)
+        self.names = sorted(table)
+        self.lab = srgb_to_lab(np.array([table[n] for n in self.names], dtype=np.float64).reshape(-1, 3))
+        targets = sorted({w for w in vocabulary if w in table}, key=len, reverse=True)
+        # a table colour is labelled by the vocabulary colour word its name ends with (longest first)
+        self.labels = [next((t for t in targets if n.endswith(t)), None) for n in self.names]
+        self.max_delta_e = float(max_delta_e)
+        self.neighbours = int(neighbours)
+        self._vocabulary = set(vocabulary)
+
+    def ground(self, word: str) -> tuple[str, float] | None:
+        """(vocabulary colour word, ΔE to the nearest labelled colour) for a table colour ``word``
+        outside the vocabulary; None when the word is not a table colour or nothing is close."""
+        if word in self._vocabulary or word not in self.names:
+            return None
+        own = self.lab[self.names.index(word)]
+        rows = [i for i, label in enumerate(self.labels) if label is not None and self.names[i] != word]
+        if not rows:
+            return None
+        dist = np.linalg.norm(self.lab[rows] - own, axis=1)
+        order = np.argsort(dist, kind="stable")[:self.neighbours]
+        if float(dist[order[0]]) > self.max_delta_e:
+            return None
+        votes: dict[str, list[float]] = {}
+        for j in order:
+            votes.setdefault(str(self.labels[rows[j]]), []).append(float(dist[j]))
+        # most votes; a tie goes to the smaller summed distance, then to the name (deterministic)
+        label = min(votes, key=lambda k: (-len(votes[k]), sum(votes[k]), k))
+        return label, float(dist[order[0]])
+
+
+# ------------------------------------------------------------------------------------- rewriting
+@dataclass(frozen=True)
+class Replacement:
+    """One rewritten word: ``rule`` "form" (score = cosine) or "colour" (score = ΔE)."""
+    word: str
+    replacement: str
+    rule: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Interpretation:
+    """What a name became: ``text`` (the rewritten name, or the name itself when nothing changed),
+    the ``replacements`` made, and ``unknown``: the words left as typed that are not in the vocabulary."""
+    name: str
+    text: str
+    replacements: tuple[Replacement, ...]
+    unknown: tuple[str, ...]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.replacements)
+
+
+class PhraseNormaliser:
+    """Rewrite names toward a vocabulary (module docstring).
+
+    Args:
+        vocabulary: the known names (a kit's category names); their words are the known words.
+        embed: words -> L2-normalised float32 [N, D] (the kit's text encoder's ``encode``).
+        config: the rule's parameters.
+        colour_table: colour name -> sRGB (default: Pillow's CSS table).
+    """
+
+    def __init__(self, *, vocabulary: Sequence[str], embed: Callable[[list[str]], np.ndarray],
+                 config: PhrasingConfig | None = None,
+                 colour_table: Mapping[str, tuple[int, int, int]] | None = None) -> None:
+        self.config = config or PhrasingConfig()
+        self.words = vocabulary_words(check_names(vocabulary))
+        if not self.words:
+            raise ValueError("the phrasing vocabulary has no words")
+        self._known = set(self.words)
+        self._embed = embed
+        self._vectors: np.ndarray | None = None        # [V, D], embedded on first need
+        self.form_rule_problem: str | None = None      # why the word-form rule is off, if it is
+        self.colours = ColourGrounding(vocabulary=self.words, table=colour_table,
+                                       max_delta_e=self.config.colour_max_delta_e,
+                                       neighbours=self.config.colour_neighbours)
+        self._cache: dict[str, Replacement | None] = {}
+
+    def _stem_candidates(self, word: str) -> list[int]:
+        out = []
+        for i, known in enumerate(self.words):
+            need = min(self.config.min_stem, len(known))       # a short known word must be a prefix whole
+            if word[:need] == known[:need]:
+                out.append(i)
+        return out
+
+    def _word_vectors(self, words: list[str]) -> np.ndarray | None:
+        """The encoder's vectors of ``words``, or None when it cannot embed single words (e.g. an
+        attribute encoder that needs a colour and a shape): the word-form rule is then off."""
+        try:
+            vectors = np.asarray(self._embed(words), dtype=np.float32)
+        except (ValueError, KeyError, TypeError) as exc:
+            self.form_rule_problem = f"the text encoder cannot embed single words ({exc})"
+            return None
+        if vectors.shape[0] != len(words):
+            raise ValueError(f"embed returned {vectors.shape[0]} rows for {len(words)} words")
+        return vectors
+
+    def _replace(self, word: str) -> Replacement | None:
+        if word in self._cache:
+            return self._cache[word]
+        found: Replacement | None = None
+        colour = self.colours.ground(word)
+        if colour is not None:
+            found = Replacement(word, colour[0], "colour", round(colour[1], 2))
+        else:
+            candidates = self._stem_candidates(word)
+            if candidates and self._vectors is None and self.form_rule_problem is None:
+                self._vectors = self._word_vectors(list(self.words))
+            vec = self._word_vectors([word]) if candidates and self._vectors is not None else None
+            if vec is not None and self._vectors is not None:
+                sims = self._vectors[candidates] @ vec[0]
+                best = int(np.argmax(sims))
+                if float(sims[best]) >= self.config.min_similarity:
+                    found = Replacement(word, self.words[candidates[best]], "form", round(float(sims[best]), 3))
+        self._cache[word] = found
+        return found
+
+    def interpret(self, name: str) -> Interpretation:
+        """Rewrite ``name``: every unknown word that a rule maps is replaced in place (the rest of
+        the text, punctuation included, is kept); a name with no replacement is returned unchanged."""
+        replacements: list[Replacement] = []
+        unknown: list[str] = []
+        pieces: list[str] = []
+        last = 0
+        lowered = name.lower()
+        for match in _WORD.finditer(lowered):
+            word = match.group(0)
+            if word in self._known or not self.config.enabled:
+                continue
+            found = self._replace(word)
+            if found is None:
+                unknown.append(word)
+                continue
+            replacements.append(found)
+            pieces += [name[last:match.start()], found.replacement]
+            last = match.end()
+        text = "".join(pieces) + name[last:] if replacements else name
+        return Interpretation(name=name, text=text, replacements=tuple(replacements), unknown=tuple(unknown))
+
+
+class PhrasingEncoder(TextEncoder):
+    """A text encoder whose names are first rewritten by a `PhraseNormaliser`.
+
+    Args:
+        base: the kit's text encoder (its ``identifier`` and ``dim`` are this encoder's).
+        vocabulary: the names the kit's generator was trained on (its seen category names).
+        config: `PhrasingConfig` (default: `load_phrasing_config()`).
+        colour_table: as `PhraseNormaliser`.
+
+    ``encode(names)`` -> float32 [N, D], L2-normalised: ``normalise((1 - w) e(rewritten) + w e(name))``
+    with ``w = config.raw_weight``; a name with nothing rewritten gets exactly ``base.encode([name])``.
+    """
+
+    def __init__(self, *, base: TextEncoder, vocabulary: Sequence[str], config: PhrasingConfig | None = None,
+                 colour_table: Mapping[str, tuple[int, int, int]] | None = None) -> None:
+        self.base = base
+        self.identifier = base.identifier
+        self.dim = base.dim
+        self.config = config or load_phrasing_config()
+        self.normaliser = PhraseNormaliser(vocabulary=vocabulary, embed=base.encode, config=self.config,
+                                           colour_table=colour_table)
+
+    def interpret(self, names: Sequence[str]) -> list[Interpretation]:
+        """What every name becomes before it is encoded."""
+        return [self.normaliser.interpret(n) for n in check_names(names)]
+
+    def _encode(self, names: list[str]) -> np.ndarray:
+        texts = [i.text for i in self.interpret(names)]
+        rewritten = self.base.encode(texts)
+        w = self.config.raw_weight
+        if w == 0.0:
+            return rewritten
+        raw = self.base.encode(names)
+        changed = np.array([t != n for t, n in zip(texts, names)])[:, None]
+        blend = np.where(changed, (1.0 - w) * rewritten + w * raw, raw)
+        return l2_normalise(blend, what=self.identifier, names=names)
+
+    def __repr__(self) -> str:
+        return f"PhrasingEncoder(base={self.base!r}, words={len(self.normaliser.words)})"
