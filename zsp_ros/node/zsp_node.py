@@ -206,7 +206,7 @@ class ZspNode(LifecycleNode):
         if self.lifecycle_state() == "unconfigured":
             name = self.get_fully_qualified_name()
             self.get_logger().warning(
-                f"still unconfigured {float(self.get_parameter('unconfigured_warn_s').value):.0f} s after start-up: "
+                f"still unconfigured {float(self.get_parameter('unconfigured_warn_s').value):g} s after start-up: "
                 f"nothing has configured this lifecycle node, so it subscribes to nothing. Configure and activate "
                 f"it (ros2 lifecycle set {name} configure, then activate; or the launch file with autostart:=true), "
                 f"or start it with -p autostart:=true")
@@ -400,7 +400,12 @@ class ZspNode(LifecycleNode):
 
     def _on_incompatible_qos(self, info: Any) -> None:
         """DDS found a publisher whose QoS cannot serve the image subscription: say which policy, and what to set."""
-        policy = getattr(getattr(info, "last_policy_kind", None), "name", str(getattr(info, "last_policy_kind", "")))
+        from rclpy.event_handler import qos_policy_name_from_kind
+
+        try:
+            policy = qos_policy_name_from_kind(info.last_policy_kind)
+        except Exception:                  # an unknown kind: its number
+            policy = str(getattr(info, "last_policy_kind", "?"))
         self._log_throttled("incompatible_qos", (
             f"a publisher of {self._input.get('topic', 'the image topic')} offers a QoS incompatible with this "
             f"subscription ({self._input.get('reliability', '?')}, volatile): policy {policy}, "
