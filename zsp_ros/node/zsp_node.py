@@ -400,7 +400,7 @@ class ZspNode(LifecycleNode):
 
     def _on_incompatible_qos(self, info: Any) -> None:
         """DDS found a publisher whose QoS cannot serve the image subscription: say which policy, and what to set."""
-        from rclpy.event_handler import qos_policy_name_from_kind
+        from rclpy.qos import qos_policy_name_from_kind
 
         try:
             policy = qos_policy_name_from_kind(info.last_policy_kind)
