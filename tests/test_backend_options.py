@@ -22,6 +22,7 @@ pytest.importorskip("onnx")
 from zsp_ros.cli.main import main  # noqa: E402
 from zsp_ros.node import parameters as params  # noqa: E402
 from zsp_ros.runtime.segmenter import Segmenter  # noqa: E402
+from zsp_ros.utils.cpu_threads import resolve_threads  # noqa: E402
 
 FIXED_HW = (64, 96)
 SIZES = ((40, 150), (120, 50), (64, 96), (7, 9))        # (H, W) of the test images: none but one is 64x96
@@ -133,7 +134,7 @@ def test_zsp_segment_runs_the_onnx_file(kit_dir, onnx_file, reference, tmp_path,
     (["--backend", "onnxruntime", "--backend-option", "threads"], "expected KEY=VALUE"),
     (["--backend", "onnxruntime", "--onnx", "{onnx}", "--backend-option", "onnx={onnx}"], "both given"),
     (["--backend", "onnxruntime", "--onnx", "{onnx}", "--backend-option", "colour=red"],
-     "backend 'onnxruntime' refused the options ['colour', 'onnx']"),
+     "backend 'onnxruntime' refused the options ['colour', 'onnx', 'threads']"),
     (["--backend", "onnxruntime"], "needs backend option onnx=PATH"),
 ])
 def test_zsp_segment_refuses_bad_backend_options(kit_dir, onnx_file, tmp_path, capsys, extra, fragment):
@@ -143,6 +144,55 @@ def test_zsp_segment_refuses_bad_backend_options(kit_dir, onnx_file, tmp_path, c
     assert rc == 2
     err = capsys.readouterr().err
     assert err.startswith("zsp segment: error: ") and fragment in err, err
+
+
+@pytest.fixture
+def keep_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_threads_work_as_the_help_shows(kit_dir, onnx_file, tmp_path, capsys, keep_threads):
+    """`--backend-option threads=1` (the help's example) and `--threads N` run on every backend."""
+    paths = _write_images(tmp_path / "in")
+    base = ["segment", str(paths[0]), "--kit", str(kit_dir), "--no-overlay"]
+    torch.set_num_threads(2)
+    assert main([*base, "--out", str(tmp_path / "a"), "--backend-option", "threads=1"]) == 0, capsys.readouterr().err
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(2)
+    assert main([*base, "--out", str(tmp_path / "b"), "--threads", "1", "--backend", "onnxruntime",
+                 "--onnx", str(onnx_file)]) == 0, capsys.readouterr().err
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(2)
+    assert main([*base, "--out", str(tmp_path / "c")]) == 0                  # 0 = automatic
+    assert torch.get_num_threads() == resolve_threads(0)
+    a = json.loads((tmp_path / "a" / "panoptic.json").read_text())["annotations"]
+    c = json.loads((tmp_path / "c" / "panoptic.json").read_text())["annotations"]
+    assert a == c                                                            # threads change speed, not results
+    for extra, fragment in [(["--threads", "2", "--backend-option", "threads=1"], "--threads 2 and --backend-option "
+                                                                                  "threads=1 disagree"),
+                            (["--backend-option", "threads=-1"], "threads=-1: expected a whole number >= 0"),
+                            (["--backend-option", "threads=two"], "threads=two: expected a whole number >= 0")]:
+        assert main([*base, "--out", str(tmp_path / "d"), *extra]) == 2
+        assert fragment in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*base, "--out", str(tmp_path / "d"), "--threads", "-1"])
+    assert "expected a whole number >= 0" in capsys.readouterr().err
+
+
+def test_backends_take_threads(kit_dir, onnx_file, keep_threads):
+    from zsp_ros.kit.model_kit import load_kit
+    from zsp_ros.runtime.backends import build_backend
+
+    kit = load_kit(kit_dir)
+    torch.set_num_threads(2)
+    backend = build_backend("torch", kit, threads=1)
+    assert torch.get_num_threads() == 1 and backend.describe()["threads"] == 1
+    for requested, want in ((None, 1), (2, 2), (0, resolve_threads(0))):     # None: the process's count
+        backend = build_backend("onnxruntime", kit, onnx=str(onnx_file), threads=requested)
+        assert backend.describe()["threads"] == want
+        backend.close()
 
 
 def test_backend_option_values_are_typed():

@@ -31,6 +31,7 @@ from zsp_ros.kit.model_kit import load_kit
 from zsp_ros.runtime.backends.onnx_contract import parse_size
 from zsp_ros.runtime.registry import build_registry
 from zsp_ros.runtime.segmenter import Segmenter
+from zsp_ros.utils.cpu_threads import add_threads_argument, apply_threads
 from zsp_ros.utils.provenance import provenance, write_json
 
 
@@ -45,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch and onnxruntime side by side on the CPU (ignores --backend)")
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per measure (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch and onnxruntime (default 2)")
+    add_threads_argument(parser)
     parser.add_argument("--onnx", default=None, help="onnxruntime/tensorrt: use this export instead of exporting now")
     parser.add_argument("--engine", default=None, help="tensorrt: run this engine (its sidecar must match)")
     parser.add_argument("--msda-fp32", action="store_true", help="tensorrt fp16: deformable attention in fp32")
@@ -53,11 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _backend_options(args: argparse.Namespace, name: str, size: tuple[int, int]) -> dict[str, Any]:
+    """Keyword options of backend ``name``; ``args.threads`` is the resolved thread count."""
     if name == "torch":
-        return {"cuda_graphs": False} if args.no_cuda_graphs else {}
+        return {"cuda_graphs": False, "threads": args.threads} if args.no_cuda_graphs else {"threads": args.threads}
     if name == "onnxruntime":
         return {"onnx": args.onnx, "threads": args.threads} if args.onnx else {"size": size, "threads": args.threads}
-    options: dict[str, Any] = {"msda_fp32": args.msda_fp32}
+    options: dict[str, Any] = {"msda_fp32": args.msda_fp32, "threads": args.threads}
     if args.engine:
         options["engine"] = args.engine
     elif args.onnx:
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
 
-    torch.set_num_threads(args.threads)
+    args.threads = apply_threads(args.threads)
     size = parse_size(args.size)
     names = ["torch", "onnxruntime"] if args.compare else [args.backend]
     device = "cpu" if args.compare else args.device

@@ -22,6 +22,7 @@ import time
 
 from zsp_ros.model.msda import ms_deform_attn, ms_deform_attn_gather, ms_deform_attn_reference
 from zsp_ros.model.pixel_decoder import MSDeformAttnTransformerEncoderOnly
+from zsp_ros.utils.cpu_threads import add_threads_argument, apply_threads
 from zsp_ros.utils.provenance import provenance, seed_everything, write_json
 
 
@@ -33,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--head-dim", type=int, default=32)
     parser.add_argument("--points", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    add_threads_argument(parser)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per implementation (median reported)")
     parser.add_argument("--no-backward", action="store_true", help="skip the forward + backward timing")
     parser.add_argument("--seed", type=int, default=0)
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
 
     seed_everything(args.seed)
-    torch.set_num_threads(args.threads)
+    args.threads = apply_threads(args.threads)
     load_before = os.getloadavg()
     value, spatial, starts, locations, weights, shapes = make_inputs(
         input_hw=tuple(args.input_hw), batch=args.batch, heads=args.heads, head_dim=args.head_dim,

@@ -37,6 +37,7 @@ from zsp_ros.inference import host_ops
 from zsp_ros.inference.preprocess import preprocess
 from zsp_ros.kit.locate import resolve_kit
 from zsp_ros.runtime.segmenter import Segmenter
+from zsp_ros.utils.cpu_threads import add_threads_argument, apply_threads
 from zsp_ros.utils.provenance import provenance, write_json
 
 
@@ -63,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="torch")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16"))
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    add_threads_argument(parser)
 
 
 def _median(values: list[float]) -> float:
@@ -199,10 +200,7 @@ def _offline_unseen_pq(args: argparse.Namespace, kit: Any) -> float | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-
-    torch.set_num_threads(args.threads)
+    args.threads = apply_threads(args.threads)
     load_start = os.getloadavg()[0]
     kit_dir = resolve_kit(args.kit)
     data = Path(args.data) if args.data else None

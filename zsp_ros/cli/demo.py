@@ -14,6 +14,7 @@ import argparse
 import sys
 
 from zsp_ros.demo import run as demo_run
+from zsp_ros.utils.cpu_threads import add_threads_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--after-s", type=float, default=12.0, help="streaming time after the add (s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the scenes")
     parser.add_argument("--deadline-s", type=float, default=170.0, help="give up after this long (s)")
+    add_threads_argument(parser)          # the node's `threads` parameter (zsp_ros.demo.run passes args.threads)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from zsp_ros.data.coco_real import SPLIT_FILES, load_coco_split
 from zsp_ros.semantics.build import build_text_encoder
+from zsp_ros.utils.cpu_threads import add_threads_argument, apply_threads
 from zsp_ros.utils.provenance import atomic_write_bytes
 
 
@@ -49,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", help="CLIP weights file (clip encoders)")
     parser.add_argument("--table", help="name -> vector table (file encoder)")
     parser.add_argument("--device", default="cpu", help="torch device (minilm, clip)")
+    add_threads_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from safetensors.torch import save_file
 
-
+    apply_threads(args.threads)
     try:
         names, ids = read_classes(args.classes)
     except (FileNotFoundError, ValueError) as exc:

@@ -7,7 +7,10 @@ Writes, per image, ``DIR/panoptic/<stem>.png`` (COCO panoptic: id = R + 256 G + 
 Backends with a fixed-size network file take it as an option: ``--backend onnxruntime --onnx
 model.onnx`` (from `zsp export onnx --msda portable`) or ``--backend tensorrt --engine model.engine``
 (from `zsp engine build`); any other backend option as ``--backend-option KEY=VALUE`` (repeatable,
-e.g. ``threads=1``, ``size=480x640``). Images of any size are resized to fit the file's H x W.
+e.g. ``threads=1``, ``size=128x192``). Images of any size are resized to fit the file's H x W.
+
+``--threads N`` (or ``--backend-option threads=N``; 0 = automatic, zsp_ros.utils.cpu_threads) sets
+torch's CPU threads for the process and the backend's own (onnxruntime's session).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from zsp_ros.kit.model_kit import KitError
 from zsp_ros.runtime.category_requests import CategoryError
 from zsp_ros.runtime.segmenter import Segmenter
 from zsp_ros.runtime.state_store import StateLockedError
+from zsp_ros.utils.cpu_threads import add_threads_argument, apply_threads
 from zsp_ros.utils.provenance import atomic_write_bytes
 
 
@@ -44,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="serialized TensorRT engine with its sidecar (tensorrt backend)")
     parser.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
                         help="extra backend option, repeatable; VALUE is read as an int, float, "
-                             "true/false, or else a string (e.g. threads=1, size=480x640)")
+                             "true/false, or else a string (e.g. threads=1, size=128x192)")
+    add_threads_argument(parser)
     parser.add_argument("--object-mask-threshold", type=float, default=None,
                         help="minimum class probability of a segment (default: the kit's recorded value)")
     parser.add_argument("--overlap-threshold", type=float, default=None,
@@ -70,8 +75,12 @@ def _option_value(text: str) -> bool | int | float | str:
 def backend_options(args: argparse.Namespace) -> dict[str, object]:
     """The backend's keyword options from ``--onnx``, ``--engine`` and ``--backend-option KEY=VALUE``.
 
+    ``threads`` is always there: ``--threads`` or ``--backend-option threads=N`` as requested (0 =
+    automatic); the caller resolves it with zsp_ros.utils.cpu_threads.apply_threads.
+
     Raises ValueError naming the bad argument: a malformed KEY=VALUE, a key given twice, a file
-    option the chosen backend does not read, or a file that does not exist.
+    option the chosen backend does not read, a file that does not exist, or a threads value that is
+    not a whole number >= 0 or disagrees with ``--threads``.
     """
     options: dict[str, object] = {}
     for item in args.backend_option:
@@ -98,6 +107,15 @@ def backend_options(args: argparse.Namespace) -> dict[str, object]:
         if not Path(str(options[key])).expanduser().is_file():
             raise ValueError(f"--{key} {options[key]}: no such file")
         options[key] = str(Path(str(options[key])).expanduser())
+    requested = getattr(args, "threads", 0) or 0
+    if "threads" in options:
+        value = options["threads"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"--backend-option threads={value}: expected a whole number >= 0 (0 = automatic)")
+        if requested and value != requested:
+            raise ValueError(f"--threads {requested} and --backend-option threads={value} disagree; use one")
+        requested = value
+    options["threads"] = requested
     return options
 
 
@@ -118,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         options = backend_options(args)
+        options["threads"] = apply_threads(int(options["threads"]))
         kit = resolve_kit(args.kit)
         segmenter = Segmenter.from_kit(kit, backend=args.backend, device=args.device, precision=args.precision,
                                        state_dir=args.state, object_mask_threshold=args.object_mask_threshold,
@@ -127,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"zsp segment: error: {exc}", file=sys.stderr)
         return 2
     except TypeError as exc:             # an option the backend's factory does not take
-        if not options:
+        if set(options) <= {"threads"}:
             raise
         print(f"zsp segment: error: backend {args.backend!r} refused the options {sorted(options)}: {exc}",
               file=sys.stderr)

@@ -17,6 +17,7 @@ import numpy as np
 
 from zsp_ros.runtime.backends.base import Backend, check_images
 from zsp_ros.runtime.backends.onnx_contract import INPUT_NAME, OUTPUT_NAMES, check_metadata, metadata_input_hw
+from zsp_ros.utils.cpu_threads import current_threads, resolve_threads
 
 PRECISIONS = ("fp32",)
 
@@ -42,7 +43,8 @@ class OnnxRuntimeBackend(Backend):
         onnx_path: a ``portable`` export (zsp_ros/export/onnx_export.py).
         device: "cpu", or "cuda" / "cuda:N" (CUDA execution provider, when installed).
         precision: "fp32" (the exported graph's type; fp16 is TensorRT's or torch's job).
-        threads: intra-op threads of the session (None: onnxruntime's default, all cores).
+        threads: intra-op threads of the session (zsp_ros.utils.cpu_threads: 0 = automatic); None: the
+            process's torch thread count, which the CLI and the node set (`apply_threads`).
         kit_sha256: when given, the file must have been exported from this kit.
 
     Attributes:
@@ -65,10 +67,10 @@ class OnnxRuntimeBackend(Backend):
         if meta.get("msda") != "portable":
             raise ValueError(f"{onnx_path}: deformable attention is exported as {meta.get('msda')!r}; onnxruntime "
                              "cannot run TensorRT's plugin node — export with `--msda portable`")
+        threads = current_threads() if threads is None else resolve_threads(threads)
         options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = int(threads)
-            options.inter_op_num_threads = 1
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         provider_options = None
         if device.startswith("cuda:"):

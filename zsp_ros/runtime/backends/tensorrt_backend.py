@@ -32,6 +32,7 @@ from zsp_ros.runtime.backends.engine_artifact import (
 )
 from zsp_ros.runtime.backends.onnx_contract import INPUT_NAME, OUTPUT_NAMES
 from zsp_ros.runtime.backends.torch_backend import resolve_device
+from zsp_ros.utils.cpu_threads import apply_threads
 
 LOG = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16")
@@ -161,11 +162,15 @@ class TensorRTBackend(Backend):
 
     @classmethod
     def from_kit(cls, kit: Any, *, device: str = "cuda", precision: str = "fp16", engine: str | Path | None = None,
-                 onnx: str | Path | None = None) -> TensorRTBackend:
+                 onnx: str | Path | None = None, threads: int | None = None) -> TensorRTBackend:
         """Backend for a loaded kit running ``engine`` (its sidecar must match the kit, TensorRT, GPU, precision;
         with ``onnx``, also that file). Building an engine is zsp_ros.export's job: `zsp engine build`, or
-        zsp_ros.export.on_demand (what the CLI and the node use for ``onnx=`` / ``size=`` without an engine)."""
+        zsp_ros.export.on_demand (what the CLI and the node use for ``onnx=`` / ``size=`` without an engine).
+        ``threads``: torch's CPU threads for the host side (zsp_ros.utils.cpu_threads, 0 = automatic; None:
+        unchanged)."""
         import_tensorrt()                                   # fail in one line before anything else
+        if threads is not None:
+            apply_threads(threads)
         if engine is None:
             raise ValueError("the tensorrt backend runs a built engine: give backend option engine=PATH (`zsp engine "
                              "build`); the zsp command and the node build one from onnx=PATH or size='HxW'")

@@ -19,6 +19,7 @@ from zsp_ros.kit.model_kit import NETWORK_FILE, KitError
 from zsp_ros.model.build import build_mask2former
 from zsp_ros.runtime.backends.base import Backend, check_images
 from zsp_ros.runtime.backends.torch_fast_path import ForwardNetwork, StagedRunner
+from zsp_ros.utils.cpu_threads import apply_threads, current_threads
 
 PRECISIONS = ("fp32", "fp16")
 
@@ -48,12 +49,14 @@ class TorchBackend(Backend):
         precision: "fp32", or "fp16" (CUDA autocast; CUDA only).
         channels_last: channels-last memory layout for the convolutions (default: on for CUDA, off on the CPU).
         cuda_graphs: replay the network's stages from CUDA graphs (default: on for CUDA; CUDA only).
+        threads: torch's intra-op CPU threads, set for the whole process (zsp_ros.utils.cpu_threads:
+            0 = automatic); None leaves the process's setting (the CLI and the node set it at start).
     """
 
     name = "torch"
 
     def __init__(self, *, network: torch.nn.Module, device: str = "cpu", precision: str = "fp32",
-                 channels_last: bool | None = None, cuda_graphs: bool | None = None):
+                 channels_last: bool | None = None, cuda_graphs: bool | None = None, threads: int | None = None):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         dev = resolve_device(device)
@@ -65,6 +68,8 @@ class TorchBackend(Backend):
         if (cuda_graphs or channels_last) and not cuda:
             raise ValueError("cuda_graphs / channels_last are options of the CUDA fast path; the CPU path is eager "
                              "fp32 and takes neither")
+        if threads is not None:
+            apply_threads(threads)
         self.device = str(dev)
         self.precision = precision
         self._dev = dev
@@ -83,7 +88,7 @@ class TorchBackend(Backend):
 
     @classmethod
     def from_kit(cls, kit: Any, *, device: str = "cpu", precision: str = "fp32", channels_last: bool | None = None,
-                 cuda_graphs: bool | None = None) -> TorchBackend:
+                 cuda_graphs: bool | None = None, threads: int | None = None) -> TorchBackend:
         """Build Mask2Former from the kit's config and load network.safetensors (no class head)."""
 
         network = build_mask2former(kit.model_config, len(kit.categories))
@@ -96,7 +101,7 @@ class TorchBackend(Backend):
                            f"missing {missing[:5]}{'…' if len(missing) > 5 else ''}, unexpected "
                            f"{result.unexpected_keys[:5]}{'…' if len(result.unexpected_keys) > 5 else ''}")
         return cls(network=network, device=device, precision=precision, channels_last=channels_last,
-                   cuda_graphs=cuda_graphs)
+                   cuda_graphs=cuda_graphs, threads=threads)
 
     def infer(self, images: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """float32 [B,3,H,W] -> (mask_logits float32 [B,Q,H/4,W/4], query_embeds float32 [B,Q,E]) on ``device``."""
@@ -117,7 +122,8 @@ class TorchBackend(Backend):
             torch.cuda.empty_cache()
 
     def describe(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"backend": self.name, "device": self.device, "precision": self.precision}
+        info: dict[str, Any] = {"backend": self.name, "device": self.device, "precision": self.precision,
+                                "threads": current_threads()}
         if self._dev.type == "cuda":
             info.update(channels_last=self.channels_last, cuda_graphs=self.cuda_graphs,
                         graph_stages=dict(self._runner.graph_status) if self._runner is not None else {})
