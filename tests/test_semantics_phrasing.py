@@ -71,6 +71,8 @@ def test_colour_synonyms_and_word_forms_are_mapped(shapes):
     assert shapes.interpret("navy star").text == "blue star"
     assert shapes.interpret("silver dots").text == "gray dots"
     assert shapes.interpret("grey stripes").text == "gray stripes"
+    golden = shapes.interpret("golden ring").replacements[0]                  # a form of the table's "gold"
+    assert (golden.replacement, golden.rule, golden.via) == ("yellow", "colour", "gold")
     assert shapes.interpret("Red Triangles").text == "Red triangle"       # the rest is kept as typed
     assert shapes.interpret("purple crosses").text == "purple cross"
     assert shapes.interpret("green brick").text == "green bricks"

@@ -25,8 +25,9 @@ the same thing; everything else in the name is left as typed:
    "lightslategray" -> gray), provided the nearest labelled colour is within ``colour_max_delta_e``
    (CIE76 ΔE). So "crimson" -> red, "navy" -> blue, "silver" -> gray; a colour far from every
    vocabulary colour ("black" in a world without black, ΔE 34 to the nearest gray) stays. A
-   colour that is itself a word of the vocabulary is never touched. Words outside the table are
-   not guessed.
+   colour that is itself a word of the vocabulary is never touched. A word outside the table that
+   is another form of a table name by rule 1 is grounded through it ("golden" -> gold -> yellow);
+   other words are not guessed.
 
 A word kept as typed still reaches the text encoder, so "zebra", "coffee mug" or "hexagon" embed
 as before; the rewrite is a no-op for a name whose words are all known (the kit's own names, so
@@ -194,11 +195,13 @@ class ColourGrounding:
 # ------------------------------------------------------------------------------------- rewriting
 @dataclass(frozen=True)
 class Replacement:
-    """One rewritten word: ``rule`` "form" (score = cosine) or "colour" (score = ΔE)."""
+    """One rewritten word: ``rule`` "form" (score = cosine) or "colour" (score = ΔE; ``via``: the table
+    colour the word is a form of, when it is not itself a table name)."""
     word: str
     replacement: str
     rule: str
     score: float
+    via: str = ""
 
 
 @dataclass(frozen=True)
@@ -241,17 +244,20 @@ class PhraseNormaliser:
                                        neighbours=self.config.colour_neighbours)
         self._cache: dict[str, Replacement | None] = {}
 
-    def _stem_candidates(self, word: str) -> list[int]:
+    def _stem_candidates(self, word: str, pool: Sequence[str]) -> list[int]:
+        """Indices of the ``pool`` words sharing ``word``'s stem (a short pool word must be a whole prefix)."""
         out = []
-        for i, known in enumerate(self.words):
-            need = min(self.config.min_stem, len(known))       # a short known word must be a prefix whole
-            if word[:need] == known[:need]:
+        for i, known in enumerate(pool):
+            need = min(self.config.min_stem, len(known))
+            if known != word and word[:need] == known[:need]:
                 out.append(i)
         return out
 
     def _word_vectors(self, words: list[str]) -> np.ndarray | None:
         """The encoder's vectors of ``words``, or None when it cannot embed single words (e.g. an
         attribute encoder that needs a colour and a shape): the word-form rule is then off."""
+        if self.form_rule_problem is not None:
+            return None
         try:
             vectors = np.asarray(self._embed(words), dtype=np.float32)
         except (ValueError, KeyError, TypeError) as exc:
@@ -261,23 +267,45 @@ class PhraseNormaliser:
             raise ValueError(f"embed returned {vectors.shape[0]} rows for {len(words)} words")
         return vectors
 
+    def _same_word(self, word: str, pool: Sequence[str], pool_vectors: np.ndarray | None = None
+                   ) -> tuple[str, float] | None:
+        """The ``pool`` word that is another form of ``word`` (shared stem, cosine >= min_similarity;
+        the longest one that ``word`` starts with, else the most similar), with its cosine; or None."""
+        candidates = self._stem_candidates(word, pool)
+        if not candidates:
+            return None
+        vectors = pool_vectors[candidates] if pool_vectors is not None else \
+            self._word_vectors([pool[i] for i in candidates])
+        own = self._word_vectors([word])
+        if vectors is None or own is None:
+            return None
+        sims = vectors @ own[0]
+        passing = [j for j in range(len(candidates)) if float(sims[j]) >= self.config.min_similarity]
+        if not passing:
+            return None
+        # the base word itself when it is a candidate ("golden" -> gold, not goldenrod), else the most similar
+        bases = [j for j in passing if word.startswith(pool[candidates[j]])]
+        best = max(bases, key=lambda j: len(pool[candidates[j]])) if bases else max(passing, key=lambda j: float(sims[j]))
+        return pool[candidates[best]], float(sims[best])
+
     def _replace(self, word: str) -> Replacement | None:
         if word in self._cache:
             return self._cache[word]
         found: Replacement | None = None
         colour = self.colours.ground(word)
-        if colour is not None:
+        if colour is not None:                                    # a table colour: "crimson" -> red
             found = Replacement(word, colour[0], "colour", round(colour[1], 2))
         else:
-            candidates = self._stem_candidates(word)
-            if candidates and self._vectors is None and self.form_rule_problem is None:
+            if self._vectors is None:
                 self._vectors = self._word_vectors(list(self.words))
-            vec = self._word_vectors([word]) if candidates and self._vectors is not None else None
-            if vec is not None and self._vectors is not None:
-                sims = self._vectors[candidates] @ vec[0]
-                best = int(np.argmax(sims))
-                if float(sims[best]) >= self.config.min_similarity:
-                    found = Replacement(word, self.words[candidates[best]], "form", round(float(sims[best]), 3))
+            form = self._same_word(word, self.words, self._vectors) if self._vectors is not None else None
+            if form is not None:                                  # another form: "triangles" -> triangle
+                found = Replacement(word, form[0], "form", round(form[1], 3))
+            elif word not in self.colours.names:                  # a form of a table colour: "golden" -> gold
+                shade = self._same_word(word, self.colours.names)
+                colour = self.colours.ground(shade[0]) if shade is not None else None
+                if shade is not None and colour is not None:
+                    found = Replacement(word, colour[0], "colour", round(colour[1], 2), via=shade[0])
         self._cache[word] = found
         return found
 
