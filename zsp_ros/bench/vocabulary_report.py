@@ -97,4 +97,20 @@ def markdown(report: Mapping[str, Any]) -> str:
             cells = [f"{r['absent']['per_name'][name]['segments']} / {r['absent']['per_name'][name]['pixels']}"
                      for r in entry["runs"]]
             lines.append(f"- {name}: " + ", ".join(cells))
+    lines += _phrasing_lines(report)
     return "\n".join(lines) + "\n"
+
+
+def _phrasing_lines(report: Mapping[str, Any]) -> list[str]:
+    """What the phrasing rewrite did: its settings and, per set, every name it rewrote."""
+    settings = report.get("phrasing")
+    if not settings:
+        return ["", "Phrasing rewrite: off (names encoded as typed)."]
+    shown = ", ".join(f"{k} {v}" for k, v in settings.items())
+    lines = ["", f"Phrasing rewrite (zsp_ros/semantics/phrasing.py): {shown}. Names it rewrote (as typed -> "
+             "as encoded); every other name was encoded as typed:", ""]
+    for key, entry in report["sets"].items():
+        rewritten = entry.get("interpreted") or {}
+        body = "; ".join(f"{a} -> {b}" for a, b in rewritten.items()) if rewritten else "none"
+        lines.append(f"- `{key}`: {body}")
+    return lines

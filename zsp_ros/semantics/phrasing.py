@@ -360,7 +360,11 @@ class PhrasingEncoder(TextEncoder):
 
     def _encode(self, names: list[str]) -> np.ndarray:
         texts = [i.text for i in self.interpret(names)]
-        rewritten = self.base.encode(texts)
+        try:
+            rewritten = self.base.encode(texts)
+        except (ValueError, KeyError, TypeError) as exc:   # say what was typed, not only what it became
+            shown = ", ".join(repr(n) if t == n else f"{n!r} (read as {t!r})" for n, t in zip(names, texts))
+            raise type(exc)(f"{exc} [names: {shown}]") from exc
         w = self.config.raw_weight
         if w == 0.0:
             return rewritten
