@@ -36,10 +36,11 @@ def test_compare_puts_torch_and_onnxruntime_side_by_side(kit, tmp_path):
     from zsp_ros.cli.main import main
 
     out = tmp_path / "compare.json"
-    assert main(["bench", "latency", "--compare", "--size", "64x96", "--kit", str(kit), "--repeats", "2",
+    assert main(["bench", "latency", "--compare", "--kit", str(kit), "--repeats", "2",
                  "--warmup", "1", "--threads", "1", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["mode"] == "compare" and report["device"] == "cpu" and set(report["backends"]) == {"torch", "onnxruntime"}
+    assert report["size_hw"] == [64, 96]          # no --size: the kit's own size for 480x640 frames (rule 64 / 96)
     for name, record in report["backends"].items():
         assert record["backend"] == name and record["model_ms_p50"] > 0 and record["e2e_ms_p50"] > 0
     assert report["max_abs_diff"]["mask_logits"] < 1e-3 and report["max_abs_diff"]["query_embeds"] < 1e-3

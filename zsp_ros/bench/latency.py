@@ -25,6 +25,7 @@ import numpy as np
 
 from zsp_ros.bench.measure import device_name, memory, percentiles, synthetic_frame, timed_ms, versions
 from zsp_ros.export.on_demand import build_backend_with_artifacts
+from zsp_ros.export.onnx_export import DEFAULT_CAMERA_HW, kit_network_size
 from zsp_ros.inference.preprocess import preprocess
 from zsp_ros.kit.locate import resolve_kit
 from zsp_ros.kit.model_kit import load_kit
@@ -38,7 +39,9 @@ from zsp_ros.utils.provenance import provenance, write_json
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"))
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    parser.add_argument("--size", default="480x640", help="network input HxW, multiples of 32 (default 480x640)")
+    parser.add_argument("--size", default=None,
+                        help="network input HxW, multiples of 32 (default: the kit's own size for 480x640 frames, "
+                             "e.g. 128x192 for the embedded kit; zsp_ros.export.onnx_export.kit_network_size)")
     parser.add_argument("--kit", default=None, help="model kit (default: the embedded kit)")
     parser.add_argument("--out", default="results/latency.json", help="JSON file to write")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16"), help="fp16: CUDA backends only")
@@ -85,13 +88,13 @@ def run(args: argparse.Namespace) -> int:
 
 
     args.threads = apply_threads(args.threads)
-    size = parse_size(args.size)
+    kit = load_kit(resolve_kit(args.kit))
+    size = parse_size(args.size) if args.size else kit_network_size(kit.input, DEFAULT_CAMERA_HW)
     names = ["torch", "onnxruntime"] if args.compare else [args.backend]
     device = "cpu" if args.compare else args.device
     if args.compare and args.device != "cpu":
         print("zsp bench latency: --compare runs on the CPU; ignoring --device")
     load_start = os.getloadavg()[0]
-    kit = load_kit(resolve_kit(args.kit))
     registry = build_registry(kit)
     segmenters: dict[str, Segmenter] = {}
     try:
