@@ -23,20 +23,34 @@ model forward, its sustainable rate, and its behaviour at twice that rate.
    results / frames sent in each window; ``frames_during_adds_ratio`` = with adds / without (goal >= 0.9);
    also the results per second (median, min) of each window.
 6. **memory**: the node process's resident set (``rss_mb``) and peak (``peak_rss_mb``).
+7. **transport** (same run, before the node starts): the same closed loop against a bare rclpy echo
+   (zsp_ros.node.transport_echo: same input payload and QoS, the node's 16UC1 id image back, nothing
+   else) -> ``transport_ms_p50``; ``node_overhead_ms`` = e2e - forward - transport (p50s): what the node
+   adds beyond the network and the transport floor, and ``node_overhead_over_forward`` (goal <= 0.10).
+8. **delivery** (``--delivery-frames``): frames of the camera size published at 10 Hz to a bare echo, for
+   each reliability pairing (publisher / subscriber): the share that arrives (the image QoS default).
+9. **variants** (``--variants``): closed loop and transport only, at the kit's own network size and at
+   the camera size, idle and with a busy neighbour (a ``while True: pass`` process): e2e, forward,
+   transport, overhead for each.
 
-Runs sequentially so the two processes never compete for the CPU during a measurement. The JSON
+``--threads`` 0 is the node's automatic rule (zsp_ros.utils.cpu_threads), in this process and the node;
+``--busy`` keeps a busy neighbour running through the whole benchmark. Runs sequentially so the
+processes never compete for the CPU during a measurement (but for the neighbour, on purpose). The JSON
 holds the machine, versions and the command (zsp_ros.utils.provenance).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -46,10 +60,14 @@ from zsp_ros.inference.preprocess import preprocess
 from zsp_ros.kit.locate import resolve_kit
 from zsp_ros.kit.model_kit import MANIFEST
 from zsp_ros.node.client import ZspClient
-from zsp_ros.node.launcher import ChildProgram, ros_args
+from zsp_ros.node.launcher import ChildProgram, ros_args, stop_process_group
+from zsp_ros.node.output_size import network_hw
 from zsp_ros.node.raw_image import numpy_to_image
 from zsp_ros.runtime.segmenter import Segmenter
+from zsp_ros.utils.cpu_threads import apply_threads
 from zsp_ros.utils.provenance import provenance, write_json
+
+GOAL_OVERHEAD_OVER_FORWARD = 0.10
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,8 +86,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the node's image QoS (default reliable: on a loaded host, best-effort UDP loses "
                              "fragments of 1 MB frames, which would measure the transport, not the node)")
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch threads in both processes (0 = torch's default); on a shared machine a "
-                             "busy neighbour can make 2 spinning threads far slower than 1")
+                        help="torch threads in this process and the node's threads parameter (0 = automatic, "
+                             "zsp_ros.utils.cpu_threads)")
+    parser.add_argument("--busy", action="store_true",
+                        help="keep a busy neighbour process (while True: pass) running through the benchmark")
+    parser.add_argument("--output-resolution", choices=("input", "network"), default="input",
+                        help="the node's output_resolution (the echo answers with the same id image size)")
+    parser.add_argument("--delivery-frames", type=int, default=0,
+                        help="frames per reliability pairing in the delivery phase (0 = skip)")
+    parser.add_argument("--variants", action="store_true",
+                        help="also closed loop + transport at the kit's size and the camera size, idle and busy")
     parser.add_argument("--flood-s", type=float, default=5.0, help="seconds of the flood phase")
     parser.add_argument("--flood-hz", type=float, default=500.0, help="highest publishing rate of the flood phase")
     parser.add_argument("--adds-s", type=float, default=10.0,
@@ -137,9 +163,10 @@ def measure_forward(kit: Path, image: np.ndarray, *, short_side: int, max_long_s
         timings = [segmenter.segment(image).timings_ms for _ in range(frames)]
         _, geometry = preprocess(image, short_side=segmenter.short_side, max_long_side=segmenter.max_long_side,
                                  size_divisibility=segmenter.size_divisibility, fixed_hw=segmenter.fixed_hw)
+        resized = network_hw(image.shape[0], image.shape[1], segmenter)
     return {"forward_ms": _percentiles([t["model"] for t in timings]),
             "segment_ms": _percentiles([t["total"] for t in timings]),
-            "network_input_hw": list(geometry.padded_hw)}
+            "network_input_hw": list(geometry.padded_hw), "network_resized_hw": list(resized)}
 
 
 def _publish_at(publish: Callable[[], tuple[tuple[int, int], float]], rate_hz: float,
@@ -196,13 +223,132 @@ def _churn(client: Any, name: str, stop: threading.Event, log: list[dict[str, An
                 log.append({"verb": verb, "ok": False, "s": time.monotonic() - t0, "message": str(exc)})
 
 
+@contextlib.contextmanager
+def busy_neighbour(enabled: bool = True) -> Iterator[int | None]:
+    """A process spinning one core (``python -c 'while True: pass'``) while the block runs; its pid."""
+    if not enabled:
+        yield None
+        return
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+    try:
+        yield proc.pid
+    finally:
+        stop_process_group(proc, grace_s=2.0)
+
+
+def _stamp_publisher(pub: Any, msg: Any, failures: list[int]) -> Callable[[], tuple[tuple[int, int], float]]:
+    """publish(): stamp ``msg`` with the wall clock, publish it, return (stamp key, send time)."""
+    def publish() -> tuple[tuple[int, int], float]:
+        now = time.time()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = int(now), int((now % 1) * 1e9)
+        try:
+            pub.publish(msg)
+        except Exception:           # Fast DDS refuses a reliable write when its history is full (floods)
+            failures[0] += 1
+        return (msg.header.stamp.sec, msg.header.stamp.nanosec), now
+    return publish
+
+
+def _closed_loop(publish: Callable[[], tuple[tuple[int, int], float]], arrivals: dict[tuple[int, int], tuple[float, Any]],
+                 *, frames: int, warmup: int, what: Callable[[], str]) -> tuple[list[float], list[Any]]:
+    """Publish, wait for the answer, repeat: (round trips in ms, answers) of the timed frames."""
+    times, answers = [], []
+    for i in range(warmup + frames):
+        for _attempt in range(3):              # a frame lost in discovery's first moments is re-sent
+            key, sent = publish()
+            end = time.monotonic() + 30
+            while key not in arrivals and time.monotonic() < end:
+                time.sleep(0.0005)
+            if key in arrivals:
+                break
+        else:
+            raise RuntimeError(f"no answer for 3 frames in a row:\n{what()}")
+        if i >= warmup:
+            arrival, answer = arrivals[key]
+            times.append((arrival - sent) * 1e3)
+            answers.append(answer)
+    return times, answers
+
+
+def _wait_subscribed(pub: Any, child: ChildProgram, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while pub.get_subscription_count() < 1:
+        if not child.alive or time.monotonic() > deadline:
+            raise RuntimeError(f"{child.name} did not subscribe:\n{child.log_tail()}")
+        time.sleep(0.1)
+
+
+def _image_qos(reliability: str) -> Any:
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE
+                      if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT)
+
+
+def measure_transport(image: np.ndarray, *, frames: int, warmup: int, workdir: Path, reliability: str = "reliable",
+                      answer_hw: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The same closed loop against zsp_ros.node.transport_echo (no model): round trip percentiles (ms).
+
+    ``answer_hw``: the id image size the echo answers with (default: the image's; the node's at
+    output_resolution network is the network's).
+    """
+    from sensor_msgs.msg import Image
+    from zsp_msgs.msg import PanopticSegmentation
+
+    namespace = f"/zsp_bench_echo_{os.getpid()}_{time.monotonic_ns()}"
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    msg = numpy_to_image(image, "rgb8")
+    arrivals: dict[tuple[int, int], tuple[float, Any]] = {}
+    with ChildProgram(name="transport_echo", module="zsp_ros.node.transport_echo",
+                      args=ros_args(namespace, {"input_reliability": reliability,
+                                                "output_height": int(answer_hw[0]) if answer_hw else 0,
+                                                "output_width": int(answer_hw[1]) if answer_hw else 0}),
+                      log_path=workdir / f"echo_{time.monotonic_ns()}.log") as echo, \
+            ZspClient(namespace=namespace, name="zsp_bench_echo_client") as client:
+        client.subscribe("panoptic", PanopticSegmentation, keep=False, on_message=lambda t, m: arrivals.__setitem__(
+            (m.header.stamp.sec, m.header.stamp.nanosec), (t, m)))
+        pub = client.node.create_publisher(Image, "image", _image_qos("reliable"))
+        _wait_subscribed(pub, echo)
+        times, _ = _closed_loop(_stamp_publisher(pub, msg, [0]), arrivals, frames=frames, warmup=warmup,
+                                what=echo.log_tail)
+        code = echo.stop()
+    return {"transport_ms": _percentiles(times), "echo_exit_code": code, "reliability": reliability}
+
+
+def measure_delivery(image: np.ndarray, *, frames: int, workdir: Path, rate_hz: float = 10.0) -> dict[str, Any]:
+    """Share of ``frames`` camera frames published at ``rate_hz`` that reach a bare echo, per reliability
+    pairing "publisher/subscriber" (reliable/reliable, reliable/best_effort, best_effort/best_effort)."""
+    from sensor_msgs.msg import Image
+    from zsp_msgs.msg import PanopticSegmentation
+
+    out: dict[str, Any] = {"frame_hw": list(image.shape[:2]), "rate_hz": rate_hz, "frames": frames}
+    for sub_rel in ("reliable", "best_effort"):
+        namespace = f"/zsp_bench_delivery_{os.getpid()}_{sub_rel}"
+        with ChildProgram(name="transport_echo", module="zsp_ros.node.transport_echo",
+                          args=ros_args(namespace, {"input_reliability": sub_rel}),
+                          log_path=workdir / f"delivery_{sub_rel}.log") as echo, \
+                ZspClient(namespace=namespace, name="zsp_bench_delivery_client") as client:
+            got: set[tuple[int, int]] = set()
+            client.subscribe("panoptic", PanopticSegmentation, keep=False, on_message=lambda t, m: got.add(
+                (m.header.stamp.sec, m.header.stamp.nanosec)))
+            for pub_rel in ("reliable", "best_effort") if sub_rel == "best_effort" else ("reliable",):
+                pub = client.node.create_publisher(Image, "image", _image_qos(pub_rel))
+                _wait_subscribed(pub, echo)
+                time.sleep(0.5)
+                publish = _stamp_publisher(pub, numpy_to_image(image, "rgb8"), [0])
+                keys, _, _ = _publish_at(publish, rate_hz, frames / rate_hz)
+                time.sleep(1.0)
+                out[f"{pub_rel}/{sub_rel}"] = round(len(got & set(keys)) / max(len(keys), 1), 3)
+                client.node.destroy_publisher(pub)
+    return out
+
+
 def measure_node(kit: Path, image: np.ndarray, *, short_side: int, max_long_side: int = 0, frames: int, warmup: int,
                  overload_s: float, workdir: Path, reliability: str = "reliable", threads: int = 0,
                  flood_s: float = 0.0, flood_hz: float = 500.0, adds_s: float = 0.0, adds_input_hz: float = 10.0,
-                 add_clients: int = 4) -> dict[str, Any]:
+                 add_clients: int = 4, output_resolution: str = "input") -> dict[str, Any]:
     """Closed-loop, overload, flood and frames-during-adds runs against zsp_node in its own process."""
     from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
     from zsp_msgs.msg import PanopticSegmentation
 
@@ -210,61 +356,35 @@ def measure_node(kit: Path, image: np.ndarray, *, short_side: int, max_long_side
     namespace = f"/zsp_bench_{os.getpid()}"
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     params = {"kit": str(kit.resolve()), "autostart": True, "input_short_side": short_side,
-              "input_max_long_side": max_long_side,
-              "publish_semantic": False, "publish_overlay": False, "input_reliability": reliability}
+              "input_max_long_side": max_long_side, "threads": threads, "output_resolution": output_resolution,
+              "publish_semantic": False, "publish_overlay": False, "publish_color_mask": False,
+              "input_reliability": reliability}
     arrivals: dict[tuple[int, int], tuple[float, Any]] = {}
     with ChildProgram(name="zsp_node", module="zsp_ros.node.main", args=ros_args(namespace, params),
-                      log_path=workdir / "node.log",
-                      env_extra={"OMP_NUM_THREADS": str(threads)} if threads else None) as node, \
+                      log_path=workdir / f"node_{time.monotonic_ns()}.log") as node, \
             ZspClient(namespace=namespace, name="zsp_bench_client") as client:
         client.subscribe("panoptic", PanopticSegmentation, keep=False, on_message=lambda t, m: arrivals.__setitem__(
             (m.header.stamp.sec, m.header.stamp.nanosec), (t, m)))
         client.subscribe("/diagnostics", DiagnosticArray)
-        pub = client.node.create_publisher(Image, "image", QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE))
+        pub = client.node.create_publisher(Image, "image", _image_qos("reliable"))
         msg = numpy_to_image(image, "rgb8")
-        deadline = time.monotonic() + 180
-        while pub.get_subscription_count() < 1:
-            if not node.alive or time.monotonic() > deadline:
-                raise RuntimeError(f"zsp_node did not become active:\n{node.log_tail()}")
-            time.sleep(0.1)
-
+        _wait_subscribed(pub, node)
         publish_failures = [0]
-
-        def publish() -> tuple[tuple[int, int], float]:
-            now = time.time()
-            msg.header.stamp.sec, msg.header.stamp.nanosec = int(now), int((now % 1) * 1e9)
-            try:
-                pub.publish(msg)
-            except Exception:           # Fast DDS refuses a reliable write when its history is full (floods)
-                publish_failures[0] += 1
-            return (msg.header.stamp.sec, msg.header.stamp.nanosec), now
-
-        closed, node_model = [], []
-        for i in range(warmup + frames):
-            for _attempt in range(3):              # a frame lost in discovery's first moments is re-sent
-                key, sent = publish()
-                end = time.monotonic() + 30
-                while key not in arrivals and time.monotonic() < end:
-                    time.sleep(0.0005)
-                if key in arrivals:
-                    break
-            else:
-                raise RuntimeError(f"no result for 3 frames in a row:\n{node.log_tail()}")
-            if i >= warmup:
-                arrival, result = arrivals[key]
-                closed.append((arrival - sent) * 1e3)
-                node_model.append(result.model_ms)
+        publish = _stamp_publisher(pub, msg, publish_failures)
+        closed, results = _closed_loop(publish, arrivals, frames=frames, warmup=warmup, what=node.log_tail)
+        node_model = [r.model_ms for r in results]
+        output_hw = [results[-1].id_image.height, results[-1].id_image.width]
+        id_encoding = results[-1].id_image.encoding
         in_node = _node_diagnostics(client, processed_at_least=warmup + frames)   # before the overload
         e2e_p50 = float(np.percentile(closed, 50))
         sustainable_hz = 1000.0 / e2e_p50
         rate = 2.0 * sustainable_hz
         drain_s = max(2.0, 3 * e2e_p50 / 1e3)
-        sent_keys, sent_at, _ = _publish_at(publish, rate, overload_s)
-        time.sleep(drain_s)
+        sent_keys, sent_at, _ = _publish_at(publish, rate, overload_s) if overload_s > 0 else ([], {}, 0.0)
+        time.sleep(drain_s if overload_s > 0 else 0.0)
         got = [key for key in sent_keys if key in arrivals]
         overload = [(arrivals[key][0] - sent_at[key]) * 1e3 for key in got]
-        after_overload = _node_diagnostics(client)
+        after_overload = _node_diagnostics(client) if overload_s > 0 else {}
 
         flood: dict[str, Any] = {}
         if flood_s > 0:
@@ -306,60 +426,102 @@ def measure_node(kit: Path, image: np.ndarray, *, short_side: int, max_long_side
                     "ratio": round(busy["out_over_in"] / max(quiet["out_over_in"], 1e-9), 3), "goal": 0.9}
         memory = node.memory_mb()
         code = node.stop()
-    return {"e2e_ms": _percentiles(closed), "node_model_ms": _percentiles(node_model),
+    return {"e2e_ms": _percentiles(closed), "node_model_ms": _percentiles(node_model), "output_hw": output_hw,
+            "id_image_encoding": id_encoding,
             "node_diagnostics_closed_loop": in_node, "node_diagnostics_after_overload": after_overload,
             "sustainable_rate_hz": round(sustainable_hz, 2),
             "overload": {"input_rate_hz": round(rate, 2), "seconds": overload_s, "frames_sent": len(sent_keys),
                          "frames_received": len(got), "drop_fraction": round(1 - len(got) / max(len(sent_keys), 1), 3),
-                         "achieved_rate_hz": round(len(got) / overload_s, 2), "e2e_ms": _percentiles(overload)},
+                         "achieved_rate_hz": round(len(got) / max(overload_s, 1e-9), 2),
+                         "e2e_ms": _percentiles(overload)},
             "flood": flood, "adds": adds, "publish_failures": publish_failures[0], **memory, "node_exit_code": code}
 
 
+def _overhead(e2e_p50: float, forward_p50: float, transport_p50: float) -> dict[str, float]:
+    """node_overhead_ms = e2e - forward - transport (p50s) and its ratio to the forward."""
+    overhead = e2e_p50 - forward_p50 - transport_p50
+    return {"e2e_ms_p50": e2e_p50, "forward_ms_p50": forward_p50, "transport_ms_p50": transport_p50,
+            "node_overhead_ms": round(overhead, 2), "node_overhead_over_forward": round(overhead / forward_p50, 3),
+            "e2e_over_forward": round(e2e_p50 / forward_p50, 3)}
+
+
+def measure_variants(kit: Path, args: argparse.Namespace, workdir: Path, kit_hw: tuple[int, int]) -> list[dict[str, Any]]:
+    """Closed loop + transport at the kit's network size and at the camera size, idle and busy."""
+    rows = []
+    for label, (height, width) in (("kit size", kit_hw), ("camera size", (args.height, args.width))):
+        image = _frame(width, height, args.seed)
+        for busy in (False, True):
+            with busy_neighbour(busy):
+                transport = measure_transport(image, frames=args.frames, warmup=args.warmup, workdir=workdir,
+                                              reliability=args.input_reliability)
+                node = measure_node(kit, image, short_side=args.short_side, max_long_side=args.max_long_side,
+                                    frames=args.frames, warmup=args.warmup, overload_s=0.0, workdir=workdir,
+                                    reliability=args.input_reliability, threads=args.threads)
+            rows.append({"size": label, "frame_hw": [height, width], "busy_neighbour": busy,
+                         **_overhead(node["e2e_ms"]["p50"], node["node_model_ms"]["p50"],
+                                     transport["transport_ms"]["p50"])})
+    return rows
+
+
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-
     kit = resolve_kit(args.kit)
     if not kit.is_dir():
         print(f"zsp bench node: kit {kit} not found" + ("" if args.kit else " (embedded kit not installed; pass --kit)"))
         return 1
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = apply_threads(args.threads)
     image = _frame(args.width, args.height, args.seed)
-    forward = measure_forward(kit, image, short_side=args.short_side, max_long_side=args.max_long_side,
-                              frames=args.frames, warmup=args.warmup)
-    with tempfile.TemporaryDirectory(prefix="zsp_bench_node_") as tmp:
+    with busy_neighbour(args.busy), tempfile.TemporaryDirectory(prefix="zsp_bench_node_") as tmp:
+        forward = measure_forward(kit, image, short_side=args.short_side, max_long_side=args.max_long_side,
+                                  frames=args.frames, warmup=args.warmup)
+        kit_hw = tuple(forward["network_resized_hw"])
+        answer_hw = kit_hw if args.output_resolution == "network" else None
+        transport = measure_transport(image, frames=args.frames, warmup=args.warmup, workdir=Path(tmp),
+                                      reliability=args.input_reliability, answer_hw=answer_hw)
+        delivery = measure_delivery(image, frames=args.delivery_frames, workdir=Path(tmp)) \
+            if args.delivery_frames > 0 else {}
         node = measure_node(kit, image, short_side=args.short_side, max_long_side=args.max_long_side,
                             frames=args.frames, warmup=args.warmup,
                             overload_s=args.overload_s, workdir=Path(tmp), reliability=args.input_reliability,
                             threads=args.threads, flood_s=args.flood_s, flood_hz=args.flood_hz, adds_s=args.adds_s,
-                            adds_input_hz=args.adds_input_hz, add_clients=args.add_clients)
+                            adds_input_hz=args.adds_input_hz, add_clients=args.add_clients,
+                            output_resolution=args.output_resolution)
+    with tempfile.TemporaryDirectory(prefix="zsp_bench_node_") as tmp:
+        variants = measure_variants(kit, args, Path(tmp), kit_hw) if args.variants else []
     # The bare forward is the node's own "model" stage on the very frames whose end-to-end time was
     # measured: the same process and moment, so a busy neighbour cannot skew the ratio. The forward
     # measured in this process beforehand is kept as a cross-check.
     e2e_p50, forward_p50 = node["e2e_ms"]["p50"], node["node_model_ms"]["p50"]
+    overhead = _overhead(e2e_p50, forward_p50, transport["transport_ms"]["p50"])
     result = {
-        "e2e_over_forward": round(e2e_p50 / forward_p50, 3),
-        "e2e_ms_p50": e2e_p50, "forward_ms_p50": forward_p50,
+        **overhead, "goal_node_overhead_over_forward": GOAL_OVERHEAD_OVER_FORWARD,
         "forward_inprocess_ms_p50": forward["forward_ms"]["p50"], "segment_inprocess_ms_p50": forward["segment_ms"]["p50"],
         "rss_mb": node.get("rss_mb"), "peak_rss_mb": node.get("peak_rss_mb"),
         "achieved_rate_hz": node["overload"]["achieved_rate_hz"],
         "drops_at_2x": node["overload"]["drop_fraction"],
         "flood_over_sustainable": node["flood"].get("over_sustainable"),
         "frames_during_adds_ratio": node["adds"].get("ratio"), "goal_frames_during_adds_ratio": 0.9,
-        "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
+        "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "busy_neighbour": bool(args.busy),
         "goal_e2e_over_forward": 1.10,
-        "frame_hw": [args.height, args.width], "input_reliability": args.input_reliability, "network_input_hw": forward["network_input_hw"],
-        "kit": str(kit), "torch_threads": torch.get_num_threads(),
+        "frame_hw": [args.height, args.width], "input_reliability": args.input_reliability,
+        "network_input_hw": forward["network_input_hw"], "output_resolution": args.output_resolution,
+        "output_hw": node["output_hw"], "id_image_encoding": node["id_image_encoding"],
+        "kit": str(kit), "torch_threads": threads,
+        "transport": transport, "delivery": delivery, "variants": variants,
         "forward": forward, "node": node,
         "provenance": provenance(["zsp", "bench", "node", *[f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()]]),
     }
     write_json(args.out, result)
-    print(f"zsp bench node: e2e p50 {e2e_p50} ms / forward p50 {forward_p50} ms = {result['e2e_over_forward']} "
-          f"(goal <= 1.10); network input {forward['network_input_hw']}; in-process forward p50 "
-          f"{result['forward_inprocess_ms_p50']} ms; "
+    print(f"zsp bench node: e2e p50 {e2e_p50} ms = forward {forward_p50} + transport {overhead['transport_ms_p50']} "
+          f"+ node {overhead['node_overhead_ms']} ms (node / forward {overhead['node_overhead_over_forward']}, goal <= "
+          f"{GOAL_OVERHEAD_OVER_FORWARD}); e2e / forward {result['e2e_over_forward']}; network input "
+          f"{forward['network_input_hw']}, {threads} thread(s){', busy neighbour' if args.busy else ''}; "
           f"at 2x ({node['overload']['input_rate_hz']} Hz): {node['overload']['achieved_rate_hz']} Hz out, "
           f"{100 * node['overload']['drop_fraction']:.0f} % dropped; flood {node['flood'].get('input_rate_hz')} Hz in: "
           f"{node['flood'].get('achieved_rate_hz')} Hz out; frames during adds: {result['frames_during_adds_ratio']} "
-          f"of the no-add rate (goal >= 0.9); node RSS {node.get('rss_mb')} MB -> {args.out}")
+          f"of the no-add rate (goal >= 0.9); delivery {delivery or 'not measured'}; node RSS {node.get('rss_mb')} MB "
+          f"-> {args.out}")
+    for row in variants:
+        print(f"  {row['size']} {row['frame_hw']}{' busy' if row['busy_neighbour'] else ' idle'}: e2e {row['e2e_ms_p50']} "
+              f"forward {row['forward_ms_p50']} transport {row['transport_ms_p50']} node {row['node_overhead_ms']} ms "
+              f"({row['node_overhead_over_forward']} of forward)")
     return 0
