@@ -5,7 +5,8 @@
 Launch arguments:
     kit          model kit directory; "" = the embedded kit. Overrides the params file's ``kit``.
     namespace    ROS namespace of the node (topics and services are relative to it).
-    image        input image topic; ``image/compressed`` is remapped to ``<image>/compressed``.
+    image        input image topic (remaps ``image``). With the params file's ``image_transport:
+                 compressed`` the node subscribes ``<image>/compressed`` itself (it resolves the remap).
     params_file  the node's parameters (default: the package's config/zsp.yaml).
     autostart    "true": configure, then activate once configured, through lifecycle events.
 
@@ -34,7 +35,7 @@ def generate_launch_description() -> LaunchDescription:
         package="zsp_ros", executable="zsp_node", name="zsp_node",
         namespace=LaunchConfiguration("namespace"),
         parameters=[LaunchConfiguration("params_file"), {"kit": LaunchConfiguration("kit")}],
-        remappings=[("image", image), ("image/compressed", [image, "/compressed"])],
+        remappings=[("image", image)],
         output="screen")
 
     configure = EmitEvent(
