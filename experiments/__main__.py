@@ -11,6 +11,7 @@ from zsp_ros.cli.dispatch import run_choice
 EXPERIMENTS: dict[str, tuple[str, str]] = {
     "zeroshot": ("experiments.zeroshot", "PADing vs baselines over seeds (Table 1 / ablation)"),
     "mask-bound": ("experiments.mask_bound", "PQ of ground truth passed through the mask stride (upper bound)"),
+    "bankfree": ("experiments.bankfree", "adding names to a kit with a generated bank vs its real bank (issue 21)"),
 }
 
 

@@ -55,3 +55,43 @@ def test_cuda_reported_truthfully(report):
         assert "no CUDA device" in version, version
     else:
         assert "CUDA" in version and "no CUDA device" not in version, version
+
+
+def test_doctor_kit_checks_a_kit_end_to_end_and_fails_by_name(tmp_path, capsys):
+    """`zsp doctor --kit`: one line per check; exit 1 with the failing check named (a changed file,
+    an encoder that embeds the kit's names differently) and later checks that need it not tried."""
+    import shutil
+
+    from node_fixtures import make_attribute_kit
+
+    from zsp_ros.cli.main import main
+
+    kit = make_attribute_kit(tmp_path / "a")
+    assert main(["doctor", "--kit", str(kit), "--probe", "red triangle"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "[ok] kit files", "[ok] network", "[ok] head", "[ok] text encoder", "[ok] generator", "[ok] thresholds",
+        "[ok] input size", "[ok] bank", "[ok] add a category"]
+    assert "source real" in lines[7] and "added 'red triangle'" in lines[8]
+
+    bad_encoder = tmp_path / "b"
+    shutil.copytree(kit, bad_encoder)
+    manifest = json.loads((bad_encoder / "manifest.json").read_text())
+    names = manifest["text_encoder"]["kwargs"]["names"]
+    manifest["text_encoder"]["kwargs"]["names"] = names[1:] + names[:1]      # same vocabulary, other vectors?
+    manifest["categories"][0]["name"], manifest["categories"][1]["name"] = (manifest["categories"][1]["name"],
+                                                                            manifest["categories"][0]["name"])
+    (bad_encoder / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["doctor", "--kit", str(bad_encoder), "--probe", "red triangle"]) == 1
+    out = capsys.readouterr().out
+    assert "[FAIL] text encoder:" in out
+    assert "[FAIL] add a category: not tried" in out
+
+    corrupt = tmp_path / "c"
+    shutil.copytree(kit, corrupt)
+    data = bytearray((corrupt / "head.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (corrupt / "head.safetensors").write_bytes(bytes(data))
+    assert main(["doctor", "--kit", str(corrupt)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("[FAIL] kit files:") and "head.safetensors is corrupt" in out[0]

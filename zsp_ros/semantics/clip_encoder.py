@@ -1,10 +1,16 @@
 """CLIP text tower (open-clip-torch, ViT-B/16 by default) with PADing's prompt ensemble.
 
-As in PADing's released code, each name is written into every prompt template, each prompt
-is encoded and L2-normalised, the prompts of a name are averaged and the mean normalised
-again. A name holding ", " (COCO-stuff style "wall, brick") contributes every part to the
+As in PADing's released code (heshuting555/PADing@5d81719, PADing/PADing_model.py ``get_embeddings``:
+``clip.load("ViT-B/16")``, prompt type "imagenet_select"), each name is written into every prompt
+template, each prompt is encoded and L2-normalised, the prompts of a name are averaged and the mean
+normalised again. A name holding ", " (COCO-stuff style "wall, brick") contributes every part to the
 ensemble. The model is built with random weights (`pretrained=None`, so open_clip never
 downloads) and then loaded from a local file the user provides.
+
+Activation: OpenAI's CLIP (what PADing used) runs QuickGELU (x * sigmoid(1.702 x)); open_clip's
+"ViT-B-16" config runs nn.GELU, which gives other embeddings from the same weights. ``quick_gelu``
+None picks QuickGELU for OpenAI's TorchScript ``ViT-B-16.pt`` and GELU otherwise; give True for
+OpenAI weights stored in open_clip form (e.g. ``timm/vit_base_patch16_clip_224.openai``).
 """
 from __future__ import annotations
 
@@ -17,7 +23,8 @@ import numpy as np
 
 from zsp_ros.semantics.base import TextEncoder
 
-# PADing's IMAGENET_TEMPLATES_SELECT, the ensemble its panoptic/semantic configs use.
+# PADing's IMAGENET_TEMPLATES_SELECT (PADing/third_party/imagenet_templates.py), the ensemble its
+# get_embeddings uses for every task.
 PADING_TEMPLATES: tuple[str, ...] = (
     "itap of a {}.",
     "a bad photo of the {}.",
@@ -65,6 +72,7 @@ class ClipTextEncoder(TextEncoder):
         templates: prompt templates, each with one "{}" for the name.
         device: torch device string.
         batch_size: prompts per forward pass.
+        quick_gelu: QuickGELU activations (OpenAI's CLIP); None: True for an OpenAI TorchScript file.
 
     Raises:
         FileNotFoundError: the weights file is absent (the message says where to put it).
@@ -72,7 +80,7 @@ class ClipTextEncoder(TextEncoder):
 
     def __init__(self, *, weights: str | os.PathLike | None = None, model_name: str = "ViT-B-16",
                  templates: Sequence[str] = PADING_TEMPLATES, device: str = "cpu",
-                 batch_size: int = 256) -> None:
+                 batch_size: int = 256, quick_gelu: bool | None = None) -> None:
         path = Path(weights).expanduser() if weights is not None else default_weights_path(model_name)
         if not path.is_file():
             raise FileNotFoundError(missing_weights_message(path, model_name))
@@ -92,7 +100,9 @@ class ClipTextEncoder(TextEncoder):
         self.batch_size = batch_size
         self.identifier = f"clip-{model_name.lower()}"
         self._torch = torch
-        model = open_clip.create_model(model_name, pretrained=None, device="cpu")
+        torchscript = zipfile.is_zipfile(path) and _is_torchscript(path)
+        self.quick_gelu = torchscript if quick_gelu is None else bool(quick_gelu)
+        model = open_clip.create_model(model_name, pretrained=None, device="cpu", force_quick_gelu=self.quick_gelu)
         _load_text_weights(model, path, open_clip=open_clip, torch=torch)
         model.visual = None  # the image tower is not needed; free its memory
         self._model = model.to(device).eval()

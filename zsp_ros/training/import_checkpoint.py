@@ -55,7 +55,7 @@ from zsp_ros.training.checkpoint import save_weights
 from zsp_ros.utils.provenance import atomic_write_bytes, provenance, write_json
 
 CLASS_WEIGHT = "sem_seg_head.predictor.class_embed.weight"
-DEFAULT_PADING_CONFIG = Path(__file__).resolve().parents[1] / "config" / "pading_coco.yaml"
+DEFAULT_PADING_CONFIG = Path(__file__).resolve().parents[2] / "config" / "pading_coco.yaml"   # the checkout's config/
 GENERATOR_PREFIXES = ("fc_projection.", "dict_feature.", "generator.")
 # PrimitiveGenerator name -> (released-code name, rows of a packed [3E, ...] in_proj to take:
 # 0 query, 1 key, 2 value; None = the whole tensor). "{i}" is the layer index.
