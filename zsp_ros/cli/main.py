@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("zsp_ros.cli.run", "segment every frame of a bag, image folder or video"),
     "embed": ("zsp_ros.cli.embed", "encode class names with a text encoder"),
     "data": ("zsp_ros.cli.data", "check a COCO data layout"),
+    "kit": ("zsp_ros.cli.kit", "build a model kit from released checkpoints (from-release)"),
 }
 
 
