@@ -123,8 +123,10 @@ def make_registry(kit_dir: Path, *, state_dir: Path | None = None, fit=prototype
                                                       text_encoder=encoder.identifier)
     generator = make_generator(0)
     generator.load_state_dict(kit.generator_state_dict())
+    # The fakes' fit_head is only called by full refits: tests of the new-rows fit pass refit_mode="new_rows".
     return CategoryRegistry(kit=kit, text_encoder=encoder, generator=generator, fit_head=fit, store=store,
-                            synthetic_per_category=kw.pop("synthetic_per_category", 16), **kw)
+                            synthetic_per_category=kw.pop("synthetic_per_category", 16),
+                            refit_mode=kw.pop("refit_mode", "full"), **kw)
 
 
 TINY_MASK2FORMER = {

@@ -22,12 +22,14 @@ class FakeRegistry:
     def __init__(self, error: BaseException | None = None, state_path: str | None = "/robot/state/registry_state.zsp"):
         self.version = 5
         self.error = error
+        self.last_add_report: list = []
         self.store = SimpleNamespace(path=Path(state_path)) if state_path else None
 
     def add(self, names, isthing=None):
         if self.error is not None:
             raise self.error
         self.version += 1
+        self.last_add_report = [SimpleNamespace(text=lambda n=n: f"'{n}': nearest 'red ring' 0.80") for n in names]
         return [SimpleNamespace(id=100 + i, name=n) for i, n in enumerate(names)]
 
     def remove(self, items):
@@ -91,6 +93,13 @@ def test_success_survives_a_failing_label_info_republish():
     assert reply.success and reply.version == 6 and list(reply.category_ids) == [100]
     reply = remove(services(registry, on_changed=broken))
     assert reply.success and reply.version == 7
+
+
+def test_add_reply_says_how_each_name_was_understood():
+    reply = add(services(FakeRegistry()), names=("crimson ring", "laptop"))
+    assert reply.success and reply.message.startswith("added 'crimson ring' (id 100), 'laptop' (id 101) in ")
+    assert ("understood as: 'crimson ring': nearest 'red ring' 0.80 | 'laptop': nearest 'red ring' 0.80; "
+            "category set version 6") in reply.message
 
 
 def test_unconfigured_replies_version_zero_and_list_failure_keeps_the_version():

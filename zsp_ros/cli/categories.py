@@ -85,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
             added = registry.add(args.names, isthing=not args.stuff)
             print(f"added {', '.join(f'{c.name} (id {c.id})' for c in added)} in "
                   f"{registry.last_timings_ms['total']:.0f} ms; version {registry.version}")
+            for report in registry.last_add_report:
+                print(f"  {report.text()}")
         else:
             removed = registry.remove([*args.names, *args.ids])
             print(f"removed ids {', '.join(map(str, removed))}; version {registry.version}")

@@ -51,8 +51,9 @@ class CategoryServices:
             t0 = time.perf_counter()
             added = registry.add(names, list(request.isthing) or None)
             response.category_ids = [int(c.id) for c in added]
+            understood = " | ".join(r.text() for r in registry.last_add_report)
             return (f"added {', '.join(f'{c.name!r} (id {c.id})' for c in added)} in "
-                    f"{time.perf_counter() - t0:.2f} s")
+                    f"{time.perf_counter() - t0:.2f} s" + (f"; understood as: {understood}" if understood else ""))
         return self._change(add, response, verb="added", ids_field="category_ids")
 
     def on_remove(self, request: Any, response: Any) -> Any:

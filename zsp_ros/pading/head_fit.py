@@ -163,6 +163,99 @@ def _fit(embeds: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor
 
 
 
+def fit_rows(embeds: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor, *, weight: torch.Tensor,
+             bias: torch.Tensor, free: torch.Tensor, steps: int = 100, weight_decay: float = 5e-4,
+             num_threads: int | None = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fit only the ``free`` rows of a head, every other row fixed; return the new (weight, bias).
+
+    The objective is `fit_head`'s (class-weighted cross-entropy over all K + 1 classes + L2 on the
+    fitted rows), restricted to the free rows' parameters, so it stays convex and L-BFGS solves it.
+    The fixed rows' logits are computed once: each step costs M x F x E for F free rows instead of
+    M x (K + 1) x E, which is what keeps adding one name cheap however many categories exist.
+
+    Args:
+        embeds: [M, E] float; labels: [M] int64 in [0, K] (K = no-object); class_weights: [K + 1].
+        weight, bias: the head [K + 1, E] / [K + 1]: fixed rows as they are, free rows as the start.
+        free: int64 [F] row indices to fit (no duplicates).
+        steps: L-BFGS iterations; weight_decay: L2 on the free rows' weights.
+        num_threads: torch intra-op threads while fitting (restored); None keeps the process setting.
+
+    Returns:
+        (weight [K + 1, E], bias [K + 1]) float32 copies; rows outside ``free`` are bit-identical.
+    """
+    embeds = torch.as_tensor(embeds).detach().float().cpu()
+    labels = torch.as_tensor(labels).detach().long().cpu()
+    class_weights = torch.as_tensor(class_weights).detach().float().cpu()
+    weight, bias = weight.detach().float().cpu().clone(), bias.detach().float().cpu().clone()
+    free = torch.as_tensor(free, dtype=torch.int64).flatten()
+    k1, e = weight.shape
+    if embeds.ndim != 2 or embeds.shape[1] != e or labels.shape != (embeds.shape[0],):
+        raise ValueError(f"need embeds [M, {e}] and labels [M], got {tuple(embeds.shape)} and {tuple(labels.shape)}")
+    if bias.shape != (k1,) or class_weights.shape != (k1,):
+        raise ValueError(f"bias and class_weights must be [{k1}], got {tuple(bias.shape)}, {tuple(class_weights.shape)}")
+    if free.numel() == 0 or free.unique().numel() != free.numel() or int(free.min()) < 0 or int(free.max()) >= k1:
+        raise ValueError(f"free must be distinct row indices in [0, {k1 - 1}], got {free.tolist()}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= k1):
+        raise ValueError(f"labels must lie in [0, {k1 - 1}]")
+    previous_threads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        return _fit_rows(embeds, labels, class_weights, weight, bias, free, steps=steps, weight_decay=weight_decay)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _fit_rows(embeds: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor, weight: torch.Tensor,
+              bias: torch.Tensor, free: torch.Tensor, *, steps: int, weight_decay: float
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`fit_rows` on checked CPU float32 inputs."""
+    k1 = weight.shape[0]
+    is_free = torch.zeros(k1, dtype=torch.bool)
+    is_free[free] = True
+    fixed_rows = torch.nonzero(~is_free).flatten()
+    slot = torch.full((k1,), -1, dtype=torch.int64)                # label -> column among the free rows
+    slot[free] = torch.arange(free.numel())
+    with torch.no_grad():
+        fixed_logits = embeds @ weight[fixed_rows].T + bias[fixed_rows]              # [M, K + 1 - F]
+        lse_fixed = (torch.logsumexp(fixed_logits, 1) if fixed_rows.numel()
+                     else torch.full((embeds.shape[0],), float("-inf")))
+        label_is_free = is_free[labels]
+        column = torch.full((k1,), 0, dtype=torch.int64)
+        column[fixed_rows] = torch.arange(fixed_rows.numel())
+        label_logit_fixed = (torch.where(label_is_free, torch.zeros(()),
+                                         fixed_logits.gather(1, column[labels][:, None])[:, 0])
+                             if fixed_rows.numel() else torch.zeros(embeds.shape[0]))
+        row_weight = class_weights[labels]
+        row_weight = row_weight / row_weight.sum().clamp(min=1e-12)
+    w = weight[free].clone()
+    b = bias[free].clone()
+    w.grad, b.grad = torch.zeros_like(w), torch.zeros_like(b)
+    target = torch.zeros(embeds.shape[0], free.numel())                               # one-hot of free labels
+    target[label_is_free, slot[labels[label_is_free]]] = 1.0
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max(steps, 1), history_size=20, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-6, tolerance_change=1e-9)
+
+    def closure() -> torch.Tensor:
+        # The gradient in closed form (softmax minus target, weighted), not autograd: this small problem
+        # is dominated by per-op overhead, and the closed form halves the ops per evaluation.
+        free_logits = torch.addmm(b, embeds, w.T)                                     # [M, F]
+        lse = torch.logaddexp(lse_fixed, torch.logsumexp(free_logits, 1))              # [M]
+        label_logit = torch.where(label_is_free, (free_logits * target).sum(1), label_logit_fixed)
+        loss = (row_weight * (lse - label_logit)).sum() + 0.5 * weight_decay * w.pow(2).sum()
+        residual = (torch.exp(free_logits - lse[:, None]) - target) * row_weight[:, None]  # dloss/dlogits [M, F]
+        torch.mm(residual.T, embeds, out=w.grad)
+        w.grad.add_(w, alpha=weight_decay)
+        torch.sum(residual, 0, out=b.grad)
+        return loss
+
+    if steps > 0:
+        opt.step(closure)
+    weight[free] = w
+    bias[free] = b
+    return weight, bias
+
+
 def warm_up() -> None:
     """Pay the one-time cost of the first torch optimizer in this process now.
 

@@ -41,18 +41,23 @@ def synthesize_for_ids(generator: nn.Module, text: torch.Tensor, ids: Sequence[i
     return out
 
 
-def bounded_synthetic(synthetic_embeds: torch.Tensor, synthetic_ids: torch.Tensor, max_rows: int | None
-                      ) -> tuple[torch.Tensor, torch.Tensor, dict[int, float]]:
+def bounded_synthetic(synthetic_embeds: torch.Tensor, synthetic_ids: torch.Tensor, max_rows: int | None,
+                      mass_rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor, dict[int, float]]:
     """At most ``max_rows`` synthetic rows, the same number from every added category.
 
     Each of the A categories present keeps its first ``max(1, max_rows // A)`` rows (its rows are
     independent draws, so the first n are a random sample of them). Returns (embeds [S', E], ids [S'],
     scale {id: rows it had / rows kept}); the refit multiplies that category's class weight by its scale,
     so each added category keeps the loss mass of all its rows (an unbiased estimate of the full objective).
-    ``max_rows`` None keeps everything.
+    ``max_rows`` None keeps everything. ``mass_rows``: the number of rows each category stands for
+    (the registry keeps fewer per category than it generated); scales then are ``mass_rows / kept``.
     """
     if max_rows is None or synthetic_ids.numel() <= max_rows:
-        return synthetic_embeds, synthetic_ids, {}
+        if mass_rows is None:
+            return synthetic_embeds, synthetic_ids, {}
+        unique, counts = torch.unique(synthetic_ids, return_counts=True)
+        scale = {int(i): float(mass_rows) / float(c) for i, c in zip(unique, counts) if int(c) != mass_rows}
+        return synthetic_embeds, synthetic_ids, scale
     order = torch.argsort(synthetic_ids, stable=True)
     ids_sorted = synthetic_ids[order]
     unique, counts = torch.unique_consecutive(ids_sorted, return_counts=True)
@@ -61,14 +66,15 @@ def bounded_synthetic(synthetic_embeds: torch.Tensor, synthetic_ids: torch.Tenso
     rank = torch.arange(len(ids_sorted)) - starts                   # position of each row within its category
     keep = order[rank < per_category].sort().values                  # original order kept
     kept_counts = torch.clamp(counts, max=per_category)
-    scale = {int(i): float(c) / float(k) for i, c, k in zip(unique, counts, kept_counts) if c != k}
+    represented = counts if mass_rows is None else torch.full_like(counts, int(mass_rows))
+    scale = {int(i): float(c) / float(k) for i, c, k in zip(unique, represented, kept_counts) if c != k}
     return synthetic_embeds[keep], synthetic_ids[keep], scale
 
 
 def training_rows(*, categories: CategorySet, kit_categories: CategorySet, bank_embeds: torch.Tensor,
                   bank_ids: torch.Tensor, synthetic_embeds: torch.Tensor, synthetic_ids: torch.Tensor,
-                  next_id: int, class_weights: dict[str, float], max_synthetic_rows: int | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  next_id: int, class_weights: dict[str, float], max_synthetic_rows: int | None = None,
+                  mass_rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(embeds [M, E], labels [M] in 0..K, class weights [K + 1]) for refitting the head of ``categories``.
 
     Args:
@@ -80,6 +86,8 @@ def training_rows(*, categories: CategorySet, kit_categories: CategorySet, bank_
         class_weights: {"seen", "added", "no_object"} cross-entropy weights.
         max_synthetic_rows: at most this many synthetic rows (`bounded_synthetic`: the same number per
             added category, their class weights scaled up to keep each one's loss mass); None: all.
+        mass_rows: the synthetic rows each added category stands for (`bounded_synthetic`); None: the
+            rows it has here.
 
     Bank rows of a category no longer in the set become no-object (as the zero-shot protocol treats
     unannotated objects), unless a category of the same name was added again: it keeps the real rows.
@@ -93,7 +101,8 @@ def training_rows(*, categories: CategorySet, kit_categories: CategorySet, bank_
     for kc in kit_categories:
         if categories.get(kc.id) is None and name_key(kc.name) in by_name:
             lut[kc.id] = by_name[name_key(kc.name)]
-    synthetic_embeds, synthetic_ids, scale = bounded_synthetic(synthetic_embeds, synthetic_ids, max_synthetic_rows)
+    synthetic_embeds, synthetic_ids, scale = bounded_synthetic(synthetic_embeds, synthetic_ids, max_synthetic_rows,
+                                                                 mass_rows)
     embeds = torch.cat([bank_embeds, synthetic_embeds])
     labels = torch.cat([lut[bank_ids], lut[synthetic_ids]])
     weights = torch.tensor([class_weights["added"] * scale.get(c.id, 1.0) if c.origin == "added"
@@ -134,3 +143,17 @@ def head_tensors(head: Any) -> tuple[torch.Tensor, torch.Tensor]:
         linear = getattr(head, "linear", head)
         weight, bias = linear.weight, linear.bias
     return weight.detach().float().cpu().clone(), bias.detach().float().cpu().clone()
+
+
+def first_rows_per_category(embeds: torch.Tensor, ids: torch.Tensor, per_category: int | None
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``per_category`` rows of every id (order kept): what the registry keeps of a category's
+    synthetic rows after its own fit (its rows are independent draws, so the first n are a sample)."""
+    if per_category is None or ids.numel() == 0:
+        return embeds, ids
+    order = torch.argsort(ids, stable=True)
+    ids_sorted = ids[order]
+    _, counts = torch.unique_consecutive(ids_sorted, return_counts=True)
+    starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    keep = order[(torch.arange(len(ids_sorted)) - starts) < per_category].sort().values
+    return embeds[keep], ids[keep]
