@@ -25,7 +25,7 @@ def test_bench_runtime_writes_every_key(tmp_path, monkeypatch):
     offline.write_text(json.dumps({"PQ": {"unseen": 12.5}}))
     out = tmp_path / "runtime.json"
     rc = main(["bench", "runtime", "--kit", str(kit), "--data", str(world), "--out", str(out), "--sizes", "96x64",
-               "--repeats", "1", "--add-repeats", "1", "--offline-metrics", str(offline), "--threads", "1"])
+               "--repeats", "1", "--add-repeats", "1", "--add-sizes", "1", "3", "--offline-metrics", str(offline), "--threads", "1"])
     assert rc == 0
     report = json.loads(out.read_text())
     for key in ("add_category_s", "post_over_forward", "forward_ms", "segment_ms", "unseen_pq_before",
@@ -34,6 +34,9 @@ def test_bench_runtime_writes_every_key(tmp_path, monkeypatch):
     assert report["unseen_pq_before"] == 0.0                 # no unseen category can be predicted before
     assert report["unseen_pq_offline"] == 12.5
     assert report["add_category_s"] > 0 and report["forward_ms"] > 0
+    table = report["add_category"]["per_size"]
+    assert [row["added_before"] for row in table] == [0, 2] and all(row["add_s"] > 0 for row in table)
+    assert report["add_category"]["eleven_names_s"] > 0 and report["add_category"]["refit_mode"] == "new_rows"
     assert set(report["panoptic"]["unseen_added"]) == {c["name"] for c in split["categories"] if not c["seen"]}
     assert report["sizes"]["96x64"]["network_hw"] == [64, 96]
     size = report["sizes"]["96x64"]

@@ -93,8 +93,9 @@ def test_stored_rows_are_bounded_and_the_fit_sees_every_new_row(kit_dir, monkeyp
     reg.add(["yellow sun"])
     rows, weights = seen[-1]
     assert rows == bank + 8 + 16                                      # the kept rows of the others + 16 new
-    assert torch.allclose(weights[-4:-2], torch.full((2,), 5.0 * 16 / 4))    # each stands for all its rows
-    assert float(weights[-2]) == 5.0
+    w_added = reg.new_row_added_weight
+    assert torch.allclose(weights[-4:-2], torch.full((2,), w_added * 16 / 4))  # each stands for all its rows
+    assert float(weights[-2]) == w_added
 
 
 def test_the_fit_size_stays_bounded_however_many_names_exist(kit_dir, monkeypatch):

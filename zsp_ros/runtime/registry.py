@@ -96,6 +96,10 @@ DEFAULT_STORED_SYNTHETIC_PER_CATEGORY = 64
 # unseen/seen PQ of 100 (19.1/41.5 vs 18.9/41.6) at half the cost; 15 stopped early enough to act as a prior
 # toward the generator's class mean (unseen 24.7, but seen -1.3).
 DEFAULT_NEW_ROW_STEPS = 30
+# Class weight of the new names' synthetic rows in a new-rows fit (PADing's 5 stays for full refits). Seed-31 dev
+# world, 11 unseen names, 3 seeds, unseen/seen PQ (seen-only head 44.8): full refit 15.0/42.3; new rows with 5:
+# 19.1/41.5 (seen drop 3.3), 3: 17.2/42.0 (drop 2.8), 2: 15.3/42.5. 3 keeps the seen drop under 3 points.
+DEFAULT_NEW_ROW_ADDED_WEIGHT = 3.0
 WRITER_NICE = 10          # how much lower the writer thread's scheduling priority is (Linux nice units)
 
 
@@ -239,6 +243,7 @@ class CategoryRegistry:
             negatives of later fits and the rows of full refits, standing for all
             ``synthetic_per_category`` rows); None keeps all.
         new_row_steps: L-BFGS iterations of a new-rows fit (``fit_kwargs`` steer full refits).
+        new_row_added_weight: class weight of added categories in new-rows fits (None: ``class_weights``'s).
     """
 
     def __init__(self, *, kit: ModelKit, text_encoder: TextEncoderLike, generator: torch.nn.Module,
@@ -250,7 +255,8 @@ class CategoryRegistry:
                  max_synthetic_rows: int | None = DEFAULT_MAX_SYNTHETIC_ROWS, writer_nice: int | None = WRITER_NICE,
                  refit_mode: str = "new_rows",
                  stored_synthetic_per_category: int | None = DEFAULT_STORED_SYNTHETIC_PER_CATEGORY,
-                 new_row_steps: int = DEFAULT_NEW_ROW_STEPS):
+                 new_row_steps: int = DEFAULT_NEW_ROW_STEPS,
+                 new_row_added_weight: float | None = DEFAULT_NEW_ROW_ADDED_WEIGHT):
         kit.check_text_encoder(text_encoder.identifier, text_encoder.dim)
         if verify_text_encoder:
             _verify_text_encoder(kit, text_encoder)
@@ -281,6 +287,7 @@ class CategoryRegistry:
         self.refit_mode = refit_mode
         self.stored_synthetic_per_category = stored_synthetic_per_category
         self.new_row_steps = int(new_row_steps)
+        self.new_row_added_weight = new_row_added_weight
         self.last_timings_ms: dict[str, float] = {}
         self.last_add_report: builtins.list[NameReport] = []      # how the names of the last add were understood
         self._far_below = far_threshold(kit.text_embeds) if len(kit.categories) > 1 else -1.0
@@ -463,10 +470,13 @@ class CategoryRegistry:
         """
         k = len(state.categories)
         syn_embeds, syn_ids = synthetic if synthetic is not None else (state.synthetic_embeds, state.synthetic_ids)
+        class_weights = self.class_weights
+        if free_ids is not None and self.new_row_added_weight is not None:
+            class_weights = {**class_weights, "added": float(self.new_row_added_weight)}
         embeds, labels, weights = training_rows(
             categories=state.categories, kit_categories=self.kit.categories, bank_embeds=self._bank_embeds,
             bank_ids=self._bank_ids, synthetic_embeds=syn_embeds, synthetic_ids=syn_ids,
-            next_id=state.next_id, class_weights=self.class_weights, max_synthetic_rows=self.max_synthetic_rows,
+            next_id=state.next_id, class_weights=class_weights, max_synthetic_rows=self.max_synthetic_rows,
             mass_rows=self.synthetic_per_category)
         init = warm_start(old_categories=self._state.categories, old_weight=self._state.head_weight,
                           old_bias=self._state.head_bias, categories=state.categories,
@@ -602,7 +612,7 @@ def build_registry(kit: ModelKit, *, text_encoder: TextEncoderLike | None = None
 
     The kit's manifest may hold ``text_encoder.kwargs`` (constructor arguments for `build_text_encoder`)
     and ``runtime`` = {synthetic_per_category, class_weights, fit_kwargs, max_added_categories,
-    max_synthetic_rows, refit ("new_rows" | "full"), stored_synthetic_per_category, new_row_steps}; the arguments here
+    max_synthetic_rows, refit ("new_rows" | "full"), stored_synthetic_per_category, new_row_steps, new_row_added_weight}; the arguments here
     override them.
 
     Raises:
@@ -640,7 +650,8 @@ def build_registry(kit: ModelKit, *, text_encoder: TextEncoderLike | None = None
             writer_nice=writer_nice, refit_mode=str(runtime.get("refit", "new_rows")),
             stored_synthetic_per_category=runtime.get("stored_synthetic_per_category",
                                                       DEFAULT_STORED_SYNTHETIC_PER_CATEGORY),
-            new_row_steps=int(runtime.get("new_row_steps", DEFAULT_NEW_ROW_STEPS)))
+            new_row_steps=int(runtime.get("new_row_steps", DEFAULT_NEW_ROW_STEPS)),
+            new_row_added_weight=runtime.get("new_row_added_weight", DEFAULT_NEW_ROW_ADDED_WEIGHT))
         if warm_up:
             registry.warm_up()
         return registry
