@@ -31,6 +31,8 @@ def test_bench_node_writes_its_measurements(tmp_path):
         result["e2e_ms_p50"] - result["forward_ms_p50"] - result["transport_ms_p50"], abs=0.02)
     assert result["node_overhead_over_forward"] == pytest.approx(result["node_overhead_ms"] / result["forward_ms_p50"],
                                                                  abs=2e-3)
+    assert result["node_overhead_paired_ms"] == pytest.approx(
+        result["node"]["e2e_minus_forward_ms"]["p50"] - result["transport_ms_p50"], abs=0.02)
     assert result["id_image_encoding"] == "16UC1" and result["output_hw"] == [64, 96] and result["torch_threads"] == 1
     assert result["delivery"]["reliable/reliable"] == 1.0                    # small frames arrive either way
     assert 0.0 <= result["delivery"]["best_effort/best_effort"] <= 1.0

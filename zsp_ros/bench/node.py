@@ -426,7 +426,9 @@ def measure_node(kit: Path, image: np.ndarray, *, short_side: int, max_long_side
                     "ratio": round(busy["out_over_in"] / max(quiet["out_over_in"], 1e-9), 3), "goal": 0.9}
         memory = node.memory_mb()
         code = node.stop()
+    paired = [e - m for e, m in zip(closed, node_model)]        # per frame: the forward's noise cancels
     return {"e2e_ms": _percentiles(closed), "node_model_ms": _percentiles(node_model), "output_hw": output_hw,
+            "e2e_minus_forward_ms": _percentiles(paired),
             "id_image_encoding": id_encoding,
             "node_diagnostics_closed_loop": in_node, "node_diagnostics_after_overload": after_overload,
             "sustainable_rate_hz": round(sustainable_hz, 2),
@@ -437,11 +439,15 @@ def measure_node(kit: Path, image: np.ndarray, *, short_side: int, max_long_side
             "flood": flood, "adds": adds, "publish_failures": publish_failures[0], **memory, "node_exit_code": code}
 
 
-def _overhead(e2e_p50: float, forward_p50: float, transport_p50: float) -> dict[str, float]:
-    """node_overhead_ms = e2e - forward - transport (p50s) and its ratio to the forward."""
+def _overhead(e2e_p50: float, forward_p50: float, transport_p50: float, paired_p50: float) -> dict[str, float]:
+    """node_overhead_ms = e2e - forward - transport (p50s) and its ratio to the forward; the same from the
+    per-frame differences e2e - forward (``paired_p50``), which a busy machine's forward noise does not swamp."""
     overhead = e2e_p50 - forward_p50 - transport_p50
+    paired = paired_p50 - transport_p50
     return {"e2e_ms_p50": e2e_p50, "forward_ms_p50": forward_p50, "transport_ms_p50": transport_p50,
             "node_overhead_ms": round(overhead, 2), "node_overhead_over_forward": round(overhead / forward_p50, 3),
+            "node_overhead_paired_ms": round(paired, 2),
+            "node_overhead_paired_over_forward": round(paired / forward_p50, 3),
             "e2e_over_forward": round(e2e_p50 / forward_p50, 3)}
 
 
@@ -459,7 +465,8 @@ def measure_variants(kit: Path, args: argparse.Namespace, workdir: Path, kit_hw:
                                     reliability=args.input_reliability, threads=args.threads)
             rows.append({"size": label, "frame_hw": [height, width], "busy_neighbour": busy,
                          **_overhead(node["e2e_ms"]["p50"], node["node_model_ms"]["p50"],
-                                     transport["transport_ms"]["p50"])})
+                                     transport["transport_ms"]["p50"], node["e2e_minus_forward_ms"]["p50"]),
+                         "load_average_1min": round(os.getloadavg()[0], 2)})
     return rows
 
 
@@ -491,7 +498,7 @@ def run(args: argparse.Namespace) -> int:
     # measured: the same process and moment, so a busy neighbour cannot skew the ratio. The forward
     # measured in this process beforehand is kept as a cross-check.
     e2e_p50, forward_p50 = node["e2e_ms"]["p50"], node["node_model_ms"]["p50"]
-    overhead = _overhead(e2e_p50, forward_p50, transport["transport_ms"]["p50"])
+    overhead = _overhead(e2e_p50, forward_p50, transport["transport_ms"]["p50"], node["e2e_minus_forward_ms"]["p50"])
     result = {
         **overhead, "goal_node_overhead_over_forward": GOAL_OVERHEAD_OVER_FORWARD,
         "forward_inprocess_ms_p50": forward["forward_ms"]["p50"], "segment_inprocess_ms_p50": forward["segment_ms"]["p50"],
@@ -501,6 +508,7 @@ def run(args: argparse.Namespace) -> int:
         "flood_over_sustainable": node["flood"].get("over_sustainable"),
         "frames_during_adds_ratio": node["adds"].get("ratio"), "goal_frames_during_adds_ratio": 0.9,
         "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "busy_neighbour": bool(args.busy),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         "goal_e2e_over_forward": 1.10,
         "frame_hw": [args.height, args.width], "input_reliability": args.input_reliability,
         "network_input_hw": forward["network_input_hw"], "output_resolution": args.output_resolution,
@@ -513,7 +521,8 @@ def run(args: argparse.Namespace) -> int:
     write_json(args.out, result)
     print(f"zsp bench node: e2e p50 {e2e_p50} ms = forward {forward_p50} + transport {overhead['transport_ms_p50']} "
           f"+ node {overhead['node_overhead_ms']} ms (node / forward {overhead['node_overhead_over_forward']}, goal <= "
-          f"{GOAL_OVERHEAD_OVER_FORWARD}); e2e / forward {result['e2e_over_forward']}; network input "
+          f"{GOAL_OVERHEAD_OVER_FORWARD}; per-frame pairs: node {overhead['node_overhead_paired_ms']} ms, "
+          f"{overhead['node_overhead_paired_over_forward']}); e2e / forward {result['e2e_over_forward']}; network input "
           f"{forward['network_input_hw']}, {threads} thread(s){', busy neighbour' if args.busy else ''}; "
           f"at 2x ({node['overload']['input_rate_hz']} Hz): {node['overload']['achieved_rate_hz']} Hz out, "
           f"{100 * node['overload']['drop_fraction']:.0f} % dropped; flood {node['flood'].get('input_rate_hz')} Hz in: "
@@ -523,5 +532,6 @@ def run(args: argparse.Namespace) -> int:
     for row in variants:
         print(f"  {row['size']} {row['frame_hw']}{' busy' if row['busy_neighbour'] else ' idle'}: e2e {row['e2e_ms_p50']} "
               f"forward {row['forward_ms_p50']} transport {row['transport_ms_p50']} node {row['node_overhead_ms']} ms "
-              f"({row['node_overhead_over_forward']} of forward)")
+              f"({row['node_overhead_over_forward']} of forward; per-frame pairs {row['node_overhead_paired_ms']} ms, "
+              f"{row['node_overhead_paired_over_forward']}); load {row['load_average_1min']}")
     return 0
