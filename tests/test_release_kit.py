@@ -105,8 +105,6 @@ def test_release_kit_end_to_end(release, tmp_path, capsys):
         assert [c.name for c in listing.category_set.categories][-1] == "traffic cone"
 
 
-@pytest.mark.xfail(reason="pending registry change (zsp_ros/runtime/registry.py): for a kit whose bank is "
-                          "generated, the kit's head rows stay fixed and only added rows are fitted", strict=False)
 def test_generated_bank_kit_keeps_the_released_head_rows_after_an_add(release, tmp_path):
     from zsp_ros.runtime.registry import build_registry
 
@@ -120,6 +118,23 @@ def test_generated_bank_kit_keeps_the_released_head_rows_after_an_add(release, t
     finally:
         registry.close()
     assert torch.equal(snap.weight[:133], kit.head_weight[:133]) and torch.equal(snap.weight[-1], kit.head_weight[-1])
+
+
+def test_generated_bank_kit_removal_drops_rows_without_refitting(release, tmp_path):
+    from zsp_ros.runtime.registry import build_registry
+
+    kit_dir = tmp_path / "kit"
+    assert _from_release(release, kit_dir) == 0
+    kit = load_kit(kit_dir)
+    registry = build_registry(kit, warm_up=False, writer_nice=None)
+    try:
+        first = registry.list().categories[0]
+        registry.remove([first.id])
+        snap = registry.snapshot
+    finally:
+        registry.close()
+    assert first.id not in snap.categories.ids and snap.weight.shape[0] == kit.head_weight.shape[0] - 1
+    assert torch.equal(snap.weight, kit.head_weight[1:]) and torch.equal(snap.bias, kit.head_bias[1:])
 
 
 def test_refusals_name_the_file_and_key(release, tmp_path, capsys):

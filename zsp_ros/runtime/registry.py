@@ -20,7 +20,8 @@ dev world it gave unseen PQ 19.1 vs 15.0 (full refit, seed 0) for seen PQ 41.5 v
 PADing's retraining of every row (``fit_head``). After its own fit an added category keeps
 ``stored_synthetic_per_category`` of its rows (they are later fits' negatives and stand for all its rows).
 
-Removing categories RETRAINS the head (it does not merely mask a row): the removed category's
+Removing categories RETRAINS the head (it does not merely mask a row; except for a kit whose bank is
+generated, which has no real no-object rows to retrain with, see `_remove`): the removed category's
 row disappears; real bank embeddings of a removed seen category are relabelled no-object (as the
 zero-shot protocol treats unannotated objects), synthetic ones of a removed added category are
 dropped. So a removed category's objects fall to void instead of being given a neighbour's label.
@@ -417,7 +418,9 @@ class CategoryRegistry:
                 head_weight=state.head_weight, head_bias=state.head_bias,
                 synthetic_embeds=state.synthetic_embeds[syn_keep], synthetic_ids=state.synthetic_ids[syn_keep],
                 added_text_embeds=state.added_text_embeds[txt_keep], added_ids=state.added_ids[txt_keep])
-            self._commit(draft, t0=t0, extra={})
+            # A kit whose bank is generated (a release kit) has no real no-object rows to refit with:
+            # its removals drop the rows and keep every other row as it is.
+            self._commit(draft, t0=t0, extra={}, refit=self.kit.bank_source != "generated")
             return [c.id for c in state.categories if c.id in gone]
 
     def warm_up(self) -> float:
@@ -498,9 +501,14 @@ class CategoryRegistry:
 
     def _commit(self, draft: RegistryState, *, t0: float, extra: dict[str, float],
                 synthetic: tuple[torch.Tensor, torch.Tensor] | None = None,
-                free_ids: Sequence[int] | None = None) -> None:
+                free_ids: Sequence[int] | None = None, refit: bool = True) -> None:
         t_fit = time.perf_counter()
-        weight, bias = self._fit(draft, synthetic, free_ids)
+        if refit:
+            weight, bias = self._fit(draft, synthetic, free_ids)
+        else:                                    # the current rows of the categories kept, no-object last
+            old = self._state.categories
+            rows = torch.tensor([old.index_of(c.id) for c in draft.categories] + [len(old)], dtype=torch.int64)
+            weight, bias = self._state.head_weight[rows].clone(), self._state.head_bias[rows].clone()
         t_save = time.perf_counter()
         state = RegistryState(**{**draft.__dict__, "head_weight": weight, "head_bias": bias})
         if self.store is not None:
