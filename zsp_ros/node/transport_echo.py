@@ -30,7 +30,7 @@ def main(args: list[str] | None = None) -> int:
     argv = sys.argv[1:] if args is None else list(args)
     with rclpy.init(args=["transport_echo", *argv]):
         node = rclpy.create_node("transport_echo")
-        reliability = node.declare_parameter("input_reliability", "reliable").value
+        reliability = str(node.declare_parameter("input_reliability", "reliable").value)
         out_h = int(node.declare_parameter("output_height", 0).value)
         out_w = int(node.declare_parameter("output_width", 0).value)
         qos_in = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, durability=DurabilityPolicy.VOLATILE,

@@ -409,8 +409,10 @@ class ZspNode(LifecycleNode):
         self._log_throttled("incompatible_qos", (
             f"a publisher of {self._input.get('topic', 'the image topic')} offers a QoS incompatible with this "
             f"subscription ({self._input.get('reliability', '?')}, volatile): policy {policy}, "
-            f"{getattr(info, 'total_count', '?')} such publisher(s). For RELIABILITY: the publisher is best_effort; "
-            f"set input_reliability:=best_effort (large frames may then be lost) or make the publisher reliable"))
+            f"{getattr(info, 'total_count', '?')} such publisher(s); "
+            + ("the publisher is best_effort: set input_reliability:=best_effort (large frames may then be lost) "
+               "or make the publisher reliable" if policy == "RELIABILITY" else
+               "compare the publisher's QoS (ros2 topic info -v) with the subscription's")))
 
     def _release_model(self) -> None:
         with self._registry_lock:
