@@ -11,9 +11,14 @@ import os
 
 import torch
 
-# Automatic thread count. Measured on a 2-core AMD EPYC VM: with a busy neighbour, torch's default
-# (one thread per core) made a 128x192 forward 10-20x slower than 1 thread (oversubscription); idle,
-# 2 threads gained little. Updated by the CLI/threads measurement of issue 19 when it lands.
+# Automatic thread count, chosen by measurement (issue 19; the table is in the README's
+# "CPU threads"): 2-core AMD EPYC VM shared with other jobs (load average 6-8 throughout), torch backend,
+# the embedded kit. 1 thread vs 2 (= torch's default here, one per core), e2e p50 per frame:
+#   bench latency 128x192: no neighbour of ours 542 vs 5662 ms; one busy neighbour 452 vs 3559 ms
+#   zsp segment, 640x480 frames (-> 128x192): 338 vs 5806 ms; busy neighbour 589 vs 1976 ms
+#   bench latency 480x640: 2146 vs 7952 ms; busy neighbour 4337 vs 17725 ms
+# Two threads were never faster: OpenMP workers spin-wait for a core someone else holds. A truly idle
+# machine could not be had here; on one, 2 threads may gain a little, which --threads 2 gives.
 DEFAULT_THREADS = 1
 
 THREADS_HELP = ("CPU threads for torch / onnxruntime (0 = automatic: {default}, capped by the CPUs this process "
