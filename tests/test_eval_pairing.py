@@ -142,7 +142,8 @@ def _renumbered(gt: dict, extra_name: str | None = None) -> dict:
 def test_match_names_scores_runtime_ids_by_name(world, tmp_path, capsys):
     pred = _pred(tmp_path, world, _renumbered(_gt(world)))
     assert _eval(world, pred, tmp_path / "m.json") == 2                 # by id: unknown category ids
-    assert "unknown category id 10" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown category id 10" in err and "score them by name with --match-names" in err
     assert _eval(world, pred, tmp_path / "m.json", "--match-names") == 0
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["PQ"]["all"] == pytest.approx(100.0) and m["PQ"]["unseen"] == pytest.approx(100.0)

@@ -107,7 +107,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             metrics = evaluate_instances(args.gt, args.pred, split)
     except (EvaluationInputError, FileNotFoundError, ValueError) as exc:
-        print(f"zsp eval {args.task}: error: {exc}", file=sys.stderr)
+        hint = ""
+        if args.task == "panoptic" and not args.match_names and "unknown category id" in str(exc):
+            hint = " (categories added at runtime have ids of their own: score them by name with --match-names)"
+        print(f"zsp eval {args.task}: error: {exc}{hint}", file=sys.stderr)
         return 2
     metrics = {"task": args.task, "gt": str(args.gt), "pred": str(args.pred), "split": str(args.split),
                **metrics}
