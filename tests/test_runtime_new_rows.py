@@ -107,12 +107,24 @@ def test_the_fit_size_stays_bounded_however_many_names_exist(kit_dir, monkeypatc
         return real_fit_rows(embeds, labels, weights, **kw)
 
     monkeypatch.setattr(registry_module, "fit_rows", recording)
-    reg = make_registry(kit_dir, refit_mode="new_rows", synthetic_per_category=8, max_synthetic_rows=40,
-                        fit_kwargs={"steps": 5})
+    reg = make_registry(kit_dir, refit_mode="new_rows", synthetic_per_category=8, max_negative_rows=40,
+                        new_row_steps=5)
     for i in range(12):
         reg.add([f"thing {i}"])
-    assert max(sizes) <= reg.kit.bank_embeds.shape[0] + 40
+    assert max(sizes) <= reg.kit.bank_embeds.shape[0] + 40 + 8          # negatives + the new name's rows
+    assert sizes[-1] > reg.kit.bank_embeds.shape[0] + 8                  # earlier names are negatives
     assert len(reg.list()) == 4 + 12
+
+
+def test_the_cached_bank_logsumexp_matches_a_fresh_one(kit_dir):
+    reg = make_registry(kit_dir, refit_mode="new_rows")
+    reg.add(["purple star"])
+    reg.add(["orange moon", "yellow sun"])
+    cached_for, cached = reg._bank_lse
+    snap = reg.snapshot
+    assert cached_for is snap.weight
+    fresh = torch.logsumexp(reg.kit.bank_embeds.float() @ snap.weight.T + snap.bias, 1)
+    assert torch.allclose(cached, fresh, atol=1e-4)
 
 
 def test_refit_mode_is_checked(kit_dir):

@@ -20,7 +20,7 @@ Bounds and why (docs/CONTRACTS.md, "Model kit"):
   zsp_ros.pading.head_fit.fit_head a kit may set, each bounded; a test compares them with its signature),
   ``max_added_categories`` in [1, 4096], ``max_synthetic_rows`` in [1, 10^7], and the registry's add-path
   settings ``refit`` ("new_rows" | "full"), ``stored_synthetic_per_category``, ``new_row_steps``,
-  ``new_row_added_weight`` (zsp_ros.runtime.registry).
+  ``new_row_added_weight``, ``max_negative_rows`` (zsp_ros.runtime.registry).
 - ``inference`` (optional): thresholds in [0, 1] and an optional ``note``.
 - ``bank`` (optional; absent = ``{"source": "real"}``): where ``bank.safetensors`` comes from: ``source``
   "real" (query embeddings of the segmenter on training images) or "generated" (the kit's generator
@@ -158,6 +158,7 @@ RUNTIME_KEYS: dict[str, Check] = {
     "stored_synthetic_per_category": int_in(1, MAX_SYNTHETIC_PER_CATEGORY),
     "new_row_steps": int_in(1, 1000),
     "new_row_added_weight": number_in(0, 1e4, lo_open=True),
+    "max_negative_rows": int_in(1, MAX_SYNTHETIC_ROWS_LIMIT),
 }
 CLASS_WEIGHT_KEYS: dict[str, Check] = {k: number_in(0, 1e4) for k in ("seen", "added", "no_object")}
 _NORM = one_of(*sorted(NORMS), "")

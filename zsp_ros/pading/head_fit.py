@@ -165,7 +165,7 @@ def _fit(embeds: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor
 
 def fit_rows(embeds: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor, *, weight: torch.Tensor,
              bias: torch.Tensor, free: torch.Tensor, steps: int = 100, weight_decay: float = 5e-4,
-             num_threads: int | None = 1) -> tuple[torch.Tensor, torch.Tensor]:
+             num_threads: int | None = 1, fixed_lse: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit only the ``free`` rows of a head, every other row fixed; return the new (weight, bias).
 
     The objective is `fit_head`'s (class-weighted cross-entropy over all K + 1 classes + L2 on the
@@ -179,6 +179,8 @@ def fit_rows(embeds: torch.Tensor, labels: torch.Tensor, class_weights: torch.Te
         free: int64 [F] row indices to fit (no duplicates).
         steps: L-BFGS iterations; weight_decay: L2 on the free rows' weights.
         num_threads: torch intra-op threads while fitting (restored); None keeps the process setting.
+        fixed_lse: [M] logsumexp of the fixed rows' logits for every embedding, when the caller keeps it
+            (the registry caches it for its bank); None computes it here (M x (K + 1 - F) x E).
 
     Returns:
         (weight [K + 1, E], bias [K + 1]) float32 copies; rows outside ``free`` are bit-identical.
@@ -197,18 +199,21 @@ def fit_rows(embeds: torch.Tensor, labels: torch.Tensor, class_weights: torch.Te
         raise ValueError(f"free must be distinct row indices in [0, {k1 - 1}], got {free.tolist()}")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= k1):
         raise ValueError(f"labels must lie in [0, {k1 - 1}]")
+    if fixed_lse is not None and tuple(fixed_lse.shape) != (embeds.shape[0],):
+        raise ValueError(f"fixed_lse must be [{embeds.shape[0]}], got {tuple(fixed_lse.shape)}")
     previous_threads = torch.get_num_threads()
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     try:
-        return _fit_rows(embeds, labels, class_weights, weight, bias, free, steps=steps, weight_decay=weight_decay)
+        return _fit_rows(embeds, labels, class_weights, weight, bias, free, steps=steps, weight_decay=weight_decay,
+                         fixed_lse=None if fixed_lse is None else fixed_lse.detach().float().cpu())
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _fit_rows(embeds: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor, weight: torch.Tensor,
-              bias: torch.Tensor, free: torch.Tensor, *, steps: int, weight_decay: float
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+              bias: torch.Tensor, free: torch.Tensor, *, steps: int, weight_decay: float,
+              fixed_lse: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """`fit_rows` on checked CPU float32 inputs."""
     k1 = weight.shape[0]
     is_free = torch.zeros(k1, dtype=torch.bool)
@@ -217,15 +222,16 @@ def _fit_rows(embeds: torch.Tensor, labels: torch.Tensor, class_weights: torch.T
     slot = torch.full((k1,), -1, dtype=torch.int64)                # label -> column among the free rows
     slot[free] = torch.arange(free.numel())
     with torch.no_grad():
-        fixed_logits = embeds @ weight[fixed_rows].T + bias[fixed_rows]              # [M, K + 1 - F]
-        lse_fixed = (torch.logsumexp(fixed_logits, 1) if fixed_rows.numel()
-                     else torch.full((embeds.shape[0],), float("-inf")))
+        if fixed_lse is not None:
+            lse_fixed = fixed_lse
+        elif fixed_rows.numel():
+            lse_fixed = torch.logsumexp(embeds @ weight[fixed_rows].T + bias[fixed_rows], 1)
+        else:
+            lse_fixed = torch.full((embeds.shape[0],), float("-inf"))
         label_is_free = is_free[labels]
-        column = torch.full((k1,), 0, dtype=torch.int64)
-        column[fixed_rows] = torch.arange(fixed_rows.numel())
-        label_logit_fixed = (torch.where(label_is_free, torch.zeros(()),
-                                         fixed_logits.gather(1, column[labels][:, None])[:, 0])
-                             if fixed_rows.numel() else torch.zeros(embeds.shape[0]))
+        # the logit of each row's own (fixed) class: one dot product per row (M x E), not M x K x E
+        label_logit_fixed = torch.where(label_is_free, torch.zeros(()),
+                                        (embeds * weight[labels]).sum(1) + bias[labels])
         row_weight = class_weights[labels]
         row_weight = row_weight / row_weight.sum().clamp(min=1e-12)
     w = weight[free].clone()

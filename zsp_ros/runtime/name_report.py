@@ -9,7 +9,8 @@ embeddings and the new head, and the kit's bank of real seen embeddings.
   known one is understood mostly as that one.
 - ``confused_with``: categories the new head gives a large share of the name's own generated
   embeddings to (the name does not get its own region), and seen categories a large share of whose
-  REAL bank embeddings the new row now claims (their objects may be labelled with the new name).
+  REAL bank embeddings the new row now claims with probability above one half (their objects may be
+  labelled with the new name).
 - ``far``: no known name is as close as the kit's own names usually are to each other (below the
   5th percentile of their nearest-neighbour similarities): the generator extrapolates and what the
   name picks up is least predictable. The bar is relative, so it suits any text encoder (MiniLM's
@@ -78,7 +79,7 @@ def far_threshold(known_text: torch.Tensor) -> float:
 def name_reports(*, names: Sequence[str], ids: Sequence[int], text: torch.Tensor, known_names: Sequence[str],
                  known_text: torch.Tensor, synthetic: torch.Tensor, synthetic_ids: torch.Tensor,
                  category_names: Sequence[str], category_ids: Sequence[int], weight: torch.Tensor,
-                 bias: torch.Tensor, bank_embeds: torch.Tensor, bank_ids: torch.Tensor,
+                 bias: torch.Tensor, bank_embeds: torch.Tensor, bank_ids: torch.Tensor, bank_lse: torch.Tensor,
                  far_below: float) -> list[NameReport]:
     """One `NameReport` per added name.
 
@@ -88,6 +89,8 @@ def name_reports(*, names: Sequence[str], ids: Sequence[int], text: torch.Tensor
         synthetic, synthetic_ids: the added names' generated embeddings [S, E] and ids [S].
         category_names, category_ids: the new head's categories in row order (K); weight [K+1, E], bias [K+1].
         bank_embeds, bank_ids: the kit's real seen embeddings [B, E] and their category ids [B] (0 = none).
+        bank_lse: [B] logsumexp of the bank's logits under the new head (the registry keeps it); a bank row
+            counts as claimed by a name when the name's probability on it is above one half.
         far_below: `far_threshold` of the kit's names.
     """
     unit = torch.nn.functional.normalize(text.float(), dim=1)
@@ -95,7 +98,6 @@ def name_reports(*, names: Sequence[str], ids: Sequence[int], text: torch.Tensor
     cos = unit @ known_unit.T if len(known_names) else torch.zeros(len(names), 0)
     row_of = {int(c): k for k, c in enumerate(category_ids)}
     syn_pred = (synthetic.float() @ weight.T + bias).argmax(1)                       # [S] head row
-    bank_pred = (bank_embeds.float() @ weight.T + bias).argmax(1)                    # [B]
     reports = []
     for a, (name, cid) in enumerate(zip(names, ids)):
         top = torch.topk(cos[a], min(NEAREST, cos.shape[1])) if cos.shape[1] else None
@@ -111,7 +113,8 @@ def name_reports(*, names: Sequence[str], ids: Sequence[int], text: torch.Tensor
                 share = n / pred.numel()
                 if r < len(category_names) and share >= CLAIM_WARNING:
                     confused[category_names[r]] = share
-        claimed = bank_ids[bank_pred == own]
+        bank_prob = torch.exp(bank_embeds.float() @ weight[own] + bias[own] - bank_lse)   # [B]
+        claimed = bank_ids[bank_prob > 0.5]
         for seen_id, n in zip(*torch.unique(claimed[claimed > 0], return_counts=True)):
             total = int((bank_ids == seen_id).sum())
             k = row_of.get(int(seen_id))

@@ -71,6 +71,7 @@ from zsp_ros.pading.head_fit import fit_rows
 from zsp_ros.pading.runtime_refit import (
     DEFAULT_CLASS_WEIGHTS,
     DEFAULT_MAX_SYNTHETIC_ROWS,
+    bounded_synthetic,
     first_rows_per_category,
     head_tensors,
     synthesize_for_ids,
@@ -101,6 +102,9 @@ DEFAULT_NEW_ROW_STEPS = 30
 # world, 11 unseen names, 3 seeds, unseen/seen PQ (seen-only head 44.8): full refit 15.0/42.3; new rows with 5:
 # 19.1/41.5 (seen drop 3.3), 3: 17.2/42.0 (drop 2.8), 2: 15.3/42.5. 3 keeps the seen drop under 3 points.
 DEFAULT_NEW_ROW_ADDED_WEIGHT = 3.0
+# Stored rows of earlier added names that enter a new-rows fit as negatives (the same number per name, each
+# standing for all its rows). Bounded so that one add costs the same at 500 added names as at 10.
+DEFAULT_MAX_NEGATIVE_ROWS = 2048
 WRITER_NICE = 10          # how much lower the writer thread's scheduling priority is (Linux nice units)
 
 
@@ -245,6 +249,7 @@ class CategoryRegistry:
             ``synthetic_per_category`` rows); None keeps all.
         new_row_steps: L-BFGS iterations of a new-rows fit (``fit_kwargs`` steer full refits).
         new_row_added_weight: class weight of added categories in new-rows fits (None: ``class_weights``'s).
+        max_negative_rows: at most this many stored rows of earlier added categories in a new-rows fit.
     """
 
     def __init__(self, *, kit: ModelKit, text_encoder: TextEncoderLike, generator: torch.nn.Module,
@@ -257,7 +262,8 @@ class CategoryRegistry:
                  refit_mode: str = "new_rows",
                  stored_synthetic_per_category: int | None = DEFAULT_STORED_SYNTHETIC_PER_CATEGORY,
                  new_row_steps: int = DEFAULT_NEW_ROW_STEPS,
-                 new_row_added_weight: float | None = DEFAULT_NEW_ROW_ADDED_WEIGHT):
+                 new_row_added_weight: float | None = DEFAULT_NEW_ROW_ADDED_WEIGHT,
+                 max_negative_rows: int = DEFAULT_MAX_NEGATIVE_ROWS):
         kit.check_text_encoder(text_encoder.identifier, text_encoder.dim)
         if verify_text_encoder:
             _verify_text_encoder(kit, text_encoder)
@@ -289,6 +295,8 @@ class CategoryRegistry:
         self.stored_synthetic_per_category = stored_synthetic_per_category
         self.new_row_steps = int(new_row_steps)
         self.new_row_added_weight = new_row_added_weight
+        self.max_negative_rows = int(max_negative_rows)
+        self._bank_lse: tuple[torch.Tensor, torch.Tensor] | None = None   # (head weight it is for, lse [B])
         self.last_timings_ms: dict[str, float] = {}
         self.last_add_report: builtins.list[NameReport] = []      # how the names of the last add were understood
         self._far_below = far_threshold(kit.text_embeds) if len(kit.categories) > 1 else -1.0
@@ -393,7 +401,7 @@ class CategoryRegistry:
             known_text=torch.stack(known_text) if known_text else torch.zeros((0, text.shape[1])),
             synthetic=synthetic, synthetic_ids=synthetic_ids, category_names=snap.categories.names,
             category_ids=snap.categories.ids, weight=snap.weight, bias=snap.bias, bank_embeds=self._bank_embeds,
-            bank_ids=self._bank_ids, far_below=self._far_below)
+            bank_ids=self._bank_ids, bank_lse=self._bank_logsumexp(snap.weight, snap.bias), far_below=self._far_below)
 
     def remove(self, names_or_ids: Sequence[str | int]) -> builtins.list[int]:
         """Remove categories (seen or added) by name or id; returns the removed ids. Retrains the head
@@ -473,31 +481,64 @@ class CategoryRegistry:
         """
         k = len(state.categories)
         syn_embeds, syn_ids = synthetic if synthetic is not None else (state.synthetic_embeds, state.synthetic_ids)
-        class_weights = self.class_weights
-        if free_ids is not None and self.new_row_added_weight is not None:
-            class_weights = {**class_weights, "added": float(self.new_row_added_weight)}
+        if free_ids is not None:
+            return self._fit_new_rows(state, syn_embeds, syn_ids, free_ids)
         embeds, labels, weights = training_rows(
             categories=state.categories, kit_categories=self.kit.categories, bank_embeds=self._bank_embeds,
             bank_ids=self._bank_ids, synthetic_embeds=syn_embeds, synthetic_ids=syn_ids,
-            next_id=state.next_id, class_weights=class_weights, max_synthetic_rows=self.max_synthetic_rows,
+            next_id=state.next_id, class_weights=self.class_weights, max_synthetic_rows=self.max_synthetic_rows,
             mass_rows=self.synthetic_per_category)
-        init = warm_start(old_categories=self._state.categories, old_weight=self._state.head_weight,
-                          old_bias=self._state.head_bias, categories=state.categories,
-                          synthetic_embeds=syn_embeds, synthetic_ids=syn_ids)
-        if free_ids is not None:
-            free = torch.tensor([state.categories.index_of(i) for i in free_ids], dtype=torch.int64)
-            return fit_rows(embeds, labels, weights, weight=init[0], bias=init[1], free=free,
-                            steps=self.new_row_steps,
-                            weight_decay=float(self.fit_kwargs.get("weight_decay", 5e-4)), num_threads=None)
         kwargs = dict(self.fit_kwargs)
         if self.warm_start and "init" not in kwargs:
-            kwargs["init"] = init
+            kwargs["init"] = warm_start(old_categories=self._state.categories, old_weight=self._state.head_weight,
+                                        old_bias=self._state.head_bias, categories=state.categories,
+                                        synthetic_embeds=syn_embeds, synthetic_ids=syn_ids)
         head = self.fit_head(embeds=embeds, labels=labels, class_weights=weights, **kwargs)
         weight, bias = head_tensors(head)
         if weight.shape != (k + 1, self.kit.embed_dim) or bias.shape != (k + 1,):
             raise RuntimeError(f"fit_head returned a head of shape {list(weight.shape)}/{list(bias.shape)}, "
                                f"expected [{k + 1},{self.kit.embed_dim}]/[{k + 1}]")
         return weight, bias
+
+    def _fit_new_rows(self, state: RegistryState, syn_embeds: torch.Tensor, syn_ids: torch.Tensor,
+                      free_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fit only the rows of ``free_ids`` (the names being added), every row of the live head fixed.
+
+        Training rows: the whole bank, at most ``max_negative_rows`` stored rows of earlier added names,
+        and every generated row of the new names. The logsumexp of the fixed rows' logits is cached for
+        the bank (updated with the new rows after each add), so an add costs about the same however many
+        categories exist: (bank + negatives + new rows) x E per L-BFGS evaluation.
+        """
+        old_weight, old_bias = self._state.head_weight, self._state.head_bias
+        is_new = torch.isin(syn_ids, torch.tensor(list(free_ids), dtype=torch.int64))
+        neg_embeds, neg_ids, _ = bounded_synthetic(syn_embeds[~is_new], syn_ids[~is_new], self.max_negative_rows)
+        rows_embeds, rows_ids = torch.cat([neg_embeds, syn_embeds[is_new]]), torch.cat([neg_ids, syn_ids[is_new]])
+        class_weights = self.class_weights
+        if self.new_row_added_weight is not None:
+            class_weights = {**class_weights, "added": float(self.new_row_added_weight)}
+        embeds, labels, weights = training_rows(
+            categories=state.categories, kit_categories=self.kit.categories, bank_embeds=self._bank_embeds,
+            bank_ids=self._bank_ids, synthetic_embeds=rows_embeds, synthetic_ids=rows_ids, next_id=state.next_id,
+            class_weights=class_weights, max_synthetic_rows=None, mass_rows=self.synthetic_per_category)
+        init = warm_start(old_categories=self._state.categories, old_weight=old_weight, old_bias=old_bias,
+                          categories=state.categories, synthetic_embeds=rows_embeds, synthetic_ids=rows_ids)
+        free = torch.tensor([state.categories.index_of(i) for i in free_ids], dtype=torch.int64)
+        bank_lse = self._bank_logsumexp(old_weight, old_bias)
+        fixed_lse = torch.cat([bank_lse, torch.logsumexp(rows_embeds @ old_weight.T + old_bias, 1)])
+        weight, bias = fit_rows(embeds, labels, weights, weight=init[0], bias=init[1], free=free,
+                                steps=self.new_row_steps, weight_decay=float(self.fit_kwargs.get("weight_decay", 5e-4)),
+                                num_threads=None, fixed_lse=fixed_lse)
+        new_lse = torch.logsumexp(self._bank_embeds @ weight[free].T + bias[free], 1)
+        self._bank_lse = (weight, torch.logaddexp(bank_lse, new_lse))   # valid once this head is live
+        return weight, bias
+
+    def _bank_logsumexp(self, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """[B] logsumexp of the bank's logits under the head (weight [K+1,E], bias); cached per head."""
+        if self._bank_lse is not None and self._bank_lse[0] is weight:
+            return self._bank_lse[1]
+        lse = torch.logsumexp(self._bank_embeds @ weight.T + bias, 1)
+        self._bank_lse = (weight, lse)
+        return lse
 
     def _commit(self, draft: RegistryState, *, t0: float, extra: dict[str, float],
                 synthetic: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -620,7 +661,8 @@ def build_registry(kit: ModelKit, *, text_encoder: TextEncoderLike | None = None
 
     The kit's manifest may hold ``text_encoder.kwargs`` (constructor arguments for `build_text_encoder`)
     and ``runtime`` = {synthetic_per_category, class_weights, fit_kwargs, max_added_categories,
-    max_synthetic_rows, refit ("new_rows" | "full"), stored_synthetic_per_category, new_row_steps, new_row_added_weight}; the arguments here
+    max_synthetic_rows, refit ("new_rows" | "full"), stored_synthetic_per_category, new_row_steps, new_row_added_weight, max_negative_rows}; the
+    arguments here
     override them.
 
     Raises:
@@ -659,7 +701,8 @@ def build_registry(kit: ModelKit, *, text_encoder: TextEncoderLike | None = None
             stored_synthetic_per_category=runtime.get("stored_synthetic_per_category",
                                                       DEFAULT_STORED_SYNTHETIC_PER_CATEGORY),
             new_row_steps=int(runtime.get("new_row_steps", DEFAULT_NEW_ROW_STEPS)),
-            new_row_added_weight=runtime.get("new_row_added_weight", DEFAULT_NEW_ROW_ADDED_WEIGHT))
+            new_row_added_weight=runtime.get("new_row_added_weight", DEFAULT_NEW_ROW_ADDED_WEIGHT),
+            max_negative_rows=int(runtime.get("max_negative_rows", DEFAULT_MAX_NEGATIVE_ROWS)))
         if warm_up:
             registry.warm_up()
         return registry
