@@ -68,8 +68,11 @@ def test_categories_add_list_remove(kit_dir, tmp_path, capsys):
     state = str(tmp_path / "state")
     assert main(["categories", "list", "--state", state, "--kit", str(kit_dir)]) == 0
     assert "version 1" in capsys.readouterr().out
-    assert main(["categories", "add", "purple star", "green star", "--state", state, "--kit", str(kit_dir)]) == 0
-    assert "added purple star (id 5), green star (id 6)" in capsys.readouterr().out
+    assert main(["categories", "add", "purple star", "green star", "--state", state, "--kit", str(kit_dir),
+                 "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "added purple star (id 5), green star (id 6)" in out
+    assert "\n  'purple star' (id 5): nearest '" in out and "\n  'green star' (id 6): nearest '" in out
     assert main(["categories", "remove", "green star", "--id", "1", "--state", state, "--kit", str(kit_dir)]) == 0
     assert "removed ids 1, 6; version 3" in capsys.readouterr().out
     assert main(["categories", "list", "--state", state, "--json"]) == 0       # no kit needed to list

@@ -16,6 +16,7 @@ from zsp_ros.kit.model_kit import KitError, load_kit
 from zsp_ros.runtime.category_requests import CategoryError
 from zsp_ros.runtime.registry import build_registry
 from zsp_ros.runtime.state_store import StateDirError, StateStore
+from zsp_ros.utils.cpu_threads import add_threads_argument, apply_threads
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--state", required=True, help="registry state folder")
         p.add_argument("--kit", default=None, help="model kit directory (default: the embedded kit)")
+        if name != "list":
+            add_threads_argument(p)                 # the head refit runs in torch
         if name == "list":
             p.add_argument("--json", action="store_true", help="print JSON")
         elif name == "add":
@@ -73,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.action == "list":
             return _list(args)
+        apply_threads(args.threads)
         kit = load_kit(resolve_kit(args.kit))
         registry = build_registry(kit, state_dir=args.state)
     except (KitError, StateDirError) as exc:   # a locked, read-only or broken state_dir included
