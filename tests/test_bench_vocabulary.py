@@ -128,6 +128,9 @@ def test_bench_vocabulary_end_to_end(tmp_path, monkeypatch):
     assert set(sets) == {"canonical", "spelling/dev", "spelling/heldout", "colour_synonyms/dev",
                          "colour_synonyms/heldout", "absent/dev", "absent/heldout"}
     assert "crimson" in sets["colour_synonyms/dev"]["error"] and not sets["colour_synonyms/dev"]["runs"]
+    # the phrasing rewrite is on by default (kit names as its vocabulary); capitals are not rewritten
+    assert report["phrasing"]["enabled"] and report["phrasing"]["vocabulary_words"] > 0
+    assert sets["spelling/dev"]["interpreted"] == {} and "Phrasing rewrite" in out.with_suffix(".md").read_text()
     canonical = sets["canonical"]
     assert [r["seed"] for r in canonical["runs"]] == [0, 1]
     for run in canonical["runs"]:
