@@ -12,6 +12,7 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
     "zeroshot": ("experiments.zeroshot", "PADing vs baselines over seeds (Table 1 / ablation)"),
     "mask-bound": ("experiments.mask_bound", "PQ of ground truth passed through the mask stride (upper bound)"),
     "bankfree": ("experiments.bankfree", "adding names to a kit with a generated bank vs its real bank (issue 21)"),
+    "unseen-holes": ("experiments.unseen_holes", "why an unseen category scores ~0: mask, embedding or generator"),
 }
 
 
