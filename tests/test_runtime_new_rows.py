@@ -159,3 +159,30 @@ def test_far_threshold_is_relative_to_the_kits_names():
     assert far_threshold(close) > 0.9
     spread = torch.eye(3)
     assert far_threshold(spread) == pytest.approx(0.0, abs=1e-6)
+
+
+def _phrasing_registry(kit_dir):
+    from runtime_fakes import FakeTextEncoder
+
+    from zsp_ros.semantics.build import with_phrasing
+    encoder = with_phrasing(FakeTextEncoder(), {"vocabulary": ["red circle", "green square", "blue star", "grass"]})
+    return make_registry(kit_dir, refit_mode="new_rows", encoder=encoder)
+
+
+def test_a_name_read_as_a_known_category_is_refused(kit_dir):
+    from zsp_ros.runtime.category_requests import CategoryError
+
+    reg = _phrasing_registry(kit_dir)
+    with pytest.raises(CategoryError, match=r"'navy star' is read as 'blue star', already a category \(id 4\)"):
+        reg.add(["navy star"])
+    with pytest.raises(CategoryError, match=r"'navy circle' is read as 'blue circle', like 'blue circle' in the same"):
+        reg.add(["blue circle", "navy circle"])
+    assert reg.version == 1
+
+
+def test_the_report_says_what_a_rewritten_name_was_read_as(kit_dir):
+    reg = _phrasing_registry(kit_dir)
+    reg.add(["navy moon", "purple moon"])
+    by_name = {r.name: r for r in reg.last_add_report}
+    assert by_name["navy moon"].read_as == "blue moon" and "read as 'blue moon';" in by_name["navy moon"].text()
+    assert by_name["purple moon"].read_as is None

@@ -354,6 +354,7 @@ class CategoryRegistry:
             state = self._state
             names, flags = validate_names(names, isthing, state.categories)
             validate_added_count(len(names), state.categories, self.max_added_categories)
+            self._refuse_rereadings(names, state.categories)
             try:
                 text = torch.from_numpy(np.asarray(self.text_encoder.encode(names), dtype=np.float32))
             except (ValueError, TypeError, KeyError) as exc:   # e.g. a word outside a fixed vocabulary
@@ -381,6 +382,28 @@ class CategoryRegistry:
             self.last_add_report = self._report(state, names, ids, text, synthetic, syn_ids)
             return list(new)
 
+    def _refuse_rereadings(self, names: Sequence[str], categories: CategorySet) -> None:
+        """CategoryError when the text encoder reads a new name as a known category's name or as another
+        new name ("crimson circle" -> "red circle"): the two would be the same category twice."""
+        interpret = getattr(self.text_encoder, "interpret", None)
+        if not callable(interpret):
+            return
+        problems, seen_here = [], {}
+        for name, reading in zip(names, (i.text for i in interpret(list(names)))):
+            if reading.casefold() == name.casefold():
+                seen_here.setdefault(reading.casefold(), name)
+                continue
+            known = categories.get(reading)
+            if known is not None:
+                problems.append(f"{name!r} is read as {reading!r}, already a category (id {known.id})")
+            elif reading.casefold() in seen_here:
+                problems.append(f"{name!r} is read as {reading!r}, like {seen_here[reading.casefold()]!r} "
+                                f"in the same request")
+            else:
+                seen_here[reading.casefold()] = name
+        if problems:
+            raise CategoryError("; ".join(problems))
+
     def _report(self, before: RegistryState, names: Sequence[str], ids: Sequence[int], text: torch.Tensor,
                 synthetic: torch.Tensor, synthetic_ids: torch.Tensor) -> builtins.list[NameReport]:
         """`NameReport` per added name against what was known before the add (zsp_ros.runtime.name_report)."""
@@ -396,12 +419,15 @@ class CategoryRegistry:
                 continue
             known_names.append(c.name)
         snap = self._snapshot
+        interpret = getattr(self.text_encoder, "interpret", None)            # a phrasing encoder says what it read
+        read_as = [i.text for i in interpret(list(names))] if callable(interpret) else list(names)
         return name_reports(
             names=names, ids=ids, text=text, known_names=known_names,
             known_text=torch.stack(known_text) if known_text else torch.zeros((0, text.shape[1])),
             synthetic=synthetic, synthetic_ids=synthetic_ids, category_names=snap.categories.names,
             category_ids=snap.categories.ids, weight=snap.weight, bias=snap.bias, bank_embeds=self._bank_embeds,
-            bank_ids=self._bank_ids, bank_lse=self._bank_logsumexp(snap.weight, snap.bias), far_below=self._far_below)
+            bank_ids=self._bank_ids, bank_lse=self._bank_logsumexp(snap.weight, snap.bias), far_below=self._far_below,
+            read_as=read_as)
 
     def remove(self, names_or_ids: Sequence[str | int]) -> builtins.list[int]:
         """Remove categories (seen or added) by name or id; returns the removed ids. Retrains the head
@@ -659,6 +685,9 @@ def build_registry(kit: ModelKit, *, text_encoder: TextEncoderLike | None = None
     or ``store`` (a ready `StateStore` or `MemoryStateStore`; a memory store is bound to this kit and
     encoder), or neither (this registry only). Not both.
 
+    The kit's text encoder rewrites new names toward the words of the kit's category names first
+    (zsp_ros.semantics.phrasing; ``text_encoder.kwargs.phrasing`` in the manifest overrides the vocabulary
+    and settings, ``{"enabled": false}`` turns it off).
     The kit's manifest may hold ``text_encoder.kwargs`` (constructor arguments for `build_text_encoder`)
     and ``runtime`` = {synthetic_per_category, class_weights, fit_kwargs, max_added_categories,
     max_synthetic_rows, refit ("new_rows" | "full"), stored_synthetic_per_category, new_row_steps, new_row_added_weight, max_negative_rows}; the
@@ -671,7 +700,10 @@ def build_registry(kit: ModelKit, *, text_encoder: TextEncoderLike | None = None
     if state_dir is not None and store is not None:
         raise ValueError("give state_dir or store, not both")
     if text_encoder is None:
-        text_encoder = build_text_encoder(kit.text_encoder_id, **kit.manifest["text_encoder"].get("kwargs", {}))
+        kwargs = dict(kit.manifest["text_encoder"].get("kwargs", {}))
+        phrasing = dict(kwargs.pop("phrasing", None) or {})        # zsp_ros.semantics.phrasing; on by default,
+        phrasing.setdefault("vocabulary", list(kit.categories.names))  # toward the words of the kit's names
+        text_encoder = build_text_encoder(kit.text_encoder_id, phrasing=phrasing, **kwargs)
     try:
         generator = PrimitiveGenerator(**kit.generator_config)
         generator.load_state_dict(kit.generator_state_dict())
