@@ -433,7 +433,7 @@ def measure_node(kit: Path, image: np.ndarray, *, short_side: int, max_long_side
             "node_diagnostics_closed_loop": in_node, "node_diagnostics_after_overload": after_overload,
             "sustainable_rate_hz": round(sustainable_hz, 2),
             "overload": {"input_rate_hz": round(rate, 2), "seconds": overload_s, "frames_sent": len(sent_keys),
-                         "frames_received": len(got), "drop_fraction": round(1 - len(got) / max(len(sent_keys), 1), 3),
+                         "frames_received": len(got), "drop_fraction": round(1 - len(got) / len(sent_keys), 3) if sent_keys else None,
                          "achieved_rate_hz": round(len(got) / max(overload_s, 1e-9), 2),
                          "e2e_ms": _percentiles(overload)},
             "flood": flood, "adds": adds, "publish_failures": publish_failures[0], **memory, "node_exit_code": code}
@@ -525,7 +525,7 @@ def run(args: argparse.Namespace) -> int:
           f"{overhead['node_overhead_paired_over_forward']}); e2e / forward {result['e2e_over_forward']}; network input "
           f"{forward['network_input_hw']}, {threads} thread(s){', busy neighbour' if args.busy else ''}; "
           f"at 2x ({node['overload']['input_rate_hz']} Hz): {node['overload']['achieved_rate_hz']} Hz out, "
-          f"{100 * node['overload']['drop_fraction']:.0f} % dropped; flood {node['flood'].get('input_rate_hz')} Hz in: "
+          f"{node['overload']['drop_fraction']} dropped; flood {node['flood'].get('input_rate_hz')} Hz in: "
           f"{node['flood'].get('achieved_rate_hz')} Hz out; frames during adds: {result['frames_during_adds_ratio']} "
           f"of the no-add rate (goal >= 0.9); delivery {delivery or 'not measured'}; node RSS {node.get('rss_mb')} MB "
           f"-> {args.out}")
