@@ -20,6 +20,7 @@ import argparse
 import json
 import statistics
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from zsp_ros.bench import vocabulary
 from zsp_ros.kit.locate import resolve_kit
 from zsp_ros.kit.model_kit import load_kit, save_kit
 from zsp_ros.model.primitive_generator import PrimitiveGenerator
+from zsp_ros.runtime.registry import build_registry
 from zsp_ros.training.release_kit import generated_bank
 from zsp_ros.utils.provenance import provenance, write_json
 
@@ -87,6 +89,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1)
 
 
+def _time_one_add(kit_dir: Path, repeats: int = 5) -> dict[str, Any]:
+    """Median wall / CPU seconds of adding one name to a fresh registry of the kit (warmed up, writer thread
+    at its lower priority, as in the node); ``repeats`` distinct names, each kept."""
+    registry = build_registry(load_kit(kit_dir))
+    wall, cpu = [], []
+    try:
+        for i in range(repeats):
+            t0, c0 = time.perf_counter(), time.process_time()
+            registry.add([f"benchmark category {i}"])
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+    finally:
+        registry.close()
+    return {"median": round(statistics.median(wall), 4), "cpu_median": round(statistics.median(cpu), 4),
+            "all": [round(v, 4) for v in wall]}
+
+
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     real_kit = resolve_kit(args.kit)
@@ -97,19 +116,21 @@ def run(args: argparse.Namespace) -> int:
                                        seed=args.bank_seed)
         for name, kit in (("real_bank", real_kit), ("generated_bank", generated_kit)):
             bench_out = out.with_name(f"{out.stem}_{name}_vocabulary.json")
-            vocabulary.run(argparse.Namespace(data=args.data, out=str(bench_out), kit=str(kit), names=None,
-                                              seeds=args.seeds, val_images=args.val_images, sets=["canonical"],
-                                              device="cpu", threads=args.threads))
+            bench = argparse.ArgumentParser()                 # the bench's own defaults for what is not given
+            vocabulary.add_arguments(bench)
+            vocabulary.run(bench.parse_args(["--data", str(args.data), "--out", str(bench_out), "--kit", str(kit),
+                                             "--seeds", str(args.seeds), "--val-images", str(args.val_images),
+                                             "--sets", "canonical", "--threads", str(args.threads)]))
             results[name] = {"vocabulary_report": str(bench_out),
-                             **summarise(json.loads(bench_out.read_text()))}
+                             **summarise(json.loads(bench_out.read_text())), "add_one_s": _time_one_add(kit)}
     real, gen = results["real_bank"], results["generated_bank"]
     gap = real["unseen_pq"]["mean"] - gen["unseen_pq"]["mean"]
     goals = {"unseen_pq_gap": {"value": gap, "goal": f"<= {GOALS['unseen_pq_gap_max']}",
                                "met": gap <= GOALS["unseen_pq_gap_max"]},
              "seen_drop_generated": {"value": gen["seen_drop"]["mean"], "goal": f"<= {GOALS['seen_drop_max']}",
                                      "met": gen["seen_drop"]["mean"] <= GOALS["seen_drop_max"]},
-             "add_s_generated": {"value": gen["add_s"]["mean"], "goal": f"<= {GOALS['add_s_max']}",
-                                 "met": gen["add_s"]["mean"] <= GOALS["add_s_max"]}}
+             "add_s_generated": {"value": gen["add_one_s"]["median"], "goal": f"<= {GOALS['add_s_max']} (one name)",
+                                 "met": gen["add_one_s"]["median"] <= GOALS["add_s_max"]}}
     report = {"study": "bankfree", "world": args.data, "val_images": args.val_images, "seeds": args.seeds,
               "bank_rows": args.bank_rows, "real_kit": str(real_kit), "results": results, "goals": goals,
               "refit": {"note": "figures taken with zsp_ros/runtime/registry.py as it was at this git revision"},
@@ -117,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
     write_json(out, report)
     for name, r in results.items():
         print(f"{name:<15} unseen PQ {r['unseen_pq']['mean']:.1f} ± {r['unseen_pq']['std']:.1f}, seen drop "
-              f"{r['seen_drop']['mean']:.1f}, add {r['add_s']['mean']:.2f} s")
+              f"{r['seen_drop']['mean']:.1f}, add 11 names {r['add_s']['mean']:.2f} s, one name "
+              f"{r['add_one_s']['median']:.2f} s")
     print(f"goals: {json.dumps({k: v['met'] for k, v in goals.items()})}; wrote {out}")
     return 0
