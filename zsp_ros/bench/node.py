@@ -23,10 +23,12 @@ model forward, its sustainable rate, and its behaviour at twice that rate.
    results / frames sent in each window; ``frames_during_adds_ratio`` = with adds / without (goal >= 0.9);
    also the results per second (median, min) of each window.
 6. **memory**: the node process's resident set (``rss_mb``) and peak (``peak_rss_mb``).
-7. **transport** (same run, before the node starts): the same closed loop against a bare rclpy echo
-   (zsp_ros.node.transport_echo: same input payload and QoS, the node's 16UC1 id image back, nothing
-   else) -> ``transport_ms_p50``; ``node_overhead_ms`` = e2e - forward - transport (p50s): what the node
-   adds beyond the network and the transport floor, and ``node_overhead_over_forward`` (goal <= 0.10).
+7. **transport** (same run, in turn with each closed-loop frame): a round trip of the same payloads
+   through a bare rclpy echo in its own process (zsp_ros.node.transport_echo: same input and QoS, the
+   node's 16UC1 id image back, nothing else) -> ``transport_ms_p50``; ``node_overhead_ms`` = e2e -
+   forward - transport (p50s): what the node adds beyond the network and the transport floor, and
+   ``node_overhead_over_forward`` (goal <= 0.10); ``node_overhead_paired_ms`` takes e2e - forward per
+   frame first (a loaded machine's forward noise cancels).
 8. **delivery** (``--delivery-frames``): frames of the camera size published at 10 Hz to a bare echo, for
    each reliability pairing (publisher / subscriber): the share that arrives (the image QoS default).
 9. **variants** (``--variants``): closed loop and transport only, at the kit's own network size and at
@@ -249,25 +251,40 @@ def _stamp_publisher(pub: Any, msg: Any, failures: list[int]) -> Callable[[], tu
     return publish
 
 
-def _closed_loop(publish: Callable[[], tuple[tuple[int, int], float]], arrivals: dict[tuple[int, int], tuple[float, Any]],
-                 *, frames: int, warmup: int, what: Callable[[], str]) -> tuple[list[float], list[Any]]:
-    """Publish, wait for the answer, repeat: (round trips in ms, answers) of the timed frames."""
-    times, answers = [], []
-    for i in range(warmup + frames):
-        for _attempt in range(3):              # a frame lost in discovery's first moments is re-sent
-            key, sent = publish()
-            end = time.monotonic() + 30
-            while key not in arrivals and time.monotonic() < end:
-                time.sleep(0.0005)
-            if key in arrivals:
-                break
-        else:
-            raise RuntimeError(f"no answer for 3 frames in a row:\n{what()}")
-        if i >= warmup:
+Loop = tuple[Callable[[], tuple[tuple[int, int], float]], dict[tuple[int, int], tuple[float, Any]], Callable[[], str]]
+
+
+def _round_trip(publish: Callable[[], tuple[tuple[int, int], float]], arrivals: dict[tuple[int, int], tuple[float, Any]],
+                what: Callable[[], str]) -> tuple[float, Any]:
+    """Publish one frame and wait for its answer: (milliseconds, answer)."""
+    for _attempt in range(3):              # a frame lost in discovery's first moments is re-sent
+        key, sent = publish()
+        end = time.monotonic() + 30
+        while key not in arrivals and time.monotonic() < end:
+            time.sleep(0.0005)
+        if key in arrivals:
             arrival, answer = arrivals[key]
-            times.append((arrival - sent) * 1e3)
+            return (arrival - sent) * 1e3, answer
+    raise RuntimeError(f"no answer for 3 frames in a row:\n{what()}")
+
+
+def _closed_loop(publish: Callable[[], tuple[tuple[int, int], float]], arrivals: dict[tuple[int, int], tuple[float, Any]],
+                 *, frames: int, warmup: int, what: Callable[[], str],
+                 interleaved: Loop | None = None) -> tuple[list[float], list[Any], list[float]]:
+    """Publish, wait for the answer, repeat: (round trips in ms, answers) of the timed frames, and the round
+    trips of ``interleaved`` (another (publish, arrivals, what), e.g. the transport echo), timed in turn
+    with each frame so both see the same moments of a shared machine."""
+    times, answers, other = [], [], []
+    for i in range(warmup + frames):
+        if interleaved is not None:
+            ms, _ = _round_trip(*interleaved)
+            if i >= warmup:
+                other.append(ms)
+        ms, answer = _round_trip(publish, arrivals, what)
+        if i >= warmup:
+            times.append(ms)
             answers.append(answer)
-    return times, answers
+    return times, answers, other
 
 
 def _wait_subscribed(pub: Any, child: ChildProgram, timeout: float = 180.0) -> None:
@@ -283,36 +300,6 @@ def _image_qos(reliability: str) -> Any:
 
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE
                       if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT)
-
-
-def measure_transport(image: np.ndarray, *, frames: int, warmup: int, workdir: Path, reliability: str = "reliable",
-                      answer_hw: tuple[int, int] | None = None) -> dict[str, Any]:
-    """The same closed loop against zsp_ros.node.transport_echo (no model): round trip percentiles (ms).
-
-    ``answer_hw``: the id image size the echo answers with (default: the image's; the node's at
-    output_resolution network is the network's).
-    """
-    from sensor_msgs.msg import Image
-    from zsp_msgs.msg import PanopticSegmentation
-
-    namespace = f"/zsp_bench_echo_{os.getpid()}_{time.monotonic_ns()}"
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    msg = numpy_to_image(image, "rgb8")
-    arrivals: dict[tuple[int, int], tuple[float, Any]] = {}
-    with ChildProgram(name="transport_echo", module="zsp_ros.node.transport_echo",
-                      args=ros_args(namespace, {"input_reliability": reliability,
-                                                "output_height": int(answer_hw[0]) if answer_hw else 0,
-                                                "output_width": int(answer_hw[1]) if answer_hw else 0}),
-                      log_path=workdir / f"echo_{time.monotonic_ns()}.log") as echo, \
-            ZspClient(namespace=namespace, name="zsp_bench_echo_client") as client:
-        client.subscribe("panoptic", PanopticSegmentation, keep=False, on_message=lambda t, m: arrivals.__setitem__(
-            (m.header.stamp.sec, m.header.stamp.nanosec), (t, m)))
-        pub = client.node.create_publisher(Image, "image", _image_qos("reliable"))
-        _wait_subscribed(pub, echo)
-        times, _ = _closed_loop(_stamp_publisher(pub, msg, [0]), arrivals, frames=frames, warmup=warmup,
-                                what=echo.log_tail)
-        code = echo.stop()
-    return {"transport_ms": _percentiles(times), "echo_exit_code": code, "reliability": reliability}
 
 
 def measure_delivery(image: np.ndarray, *, frames: int, workdir: Path, rate_hz: float = 10.0) -> dict[str, Any]:
@@ -346,8 +333,13 @@ def measure_delivery(image: np.ndarray, *, frames: int, workdir: Path, rate_hz: 
 def measure_node(kit: Path, image: np.ndarray, *, short_side: int, max_long_side: int = 0, frames: int, warmup: int,
                  overload_s: float, workdir: Path, reliability: str = "reliable", threads: int = 0,
                  flood_s: float = 0.0, flood_hz: float = 500.0, adds_s: float = 0.0, adds_input_hz: float = 10.0,
-                 add_clients: int = 4, output_resolution: str = "input") -> dict[str, Any]:
-    """Closed-loop, overload, flood and frames-during-adds runs against zsp_node in its own process."""
+                 add_clients: int = 4, output_resolution: str = "input",
+                 echo_hw: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Closed-loop, overload, flood and frames-during-adds runs against zsp_node in its own process.
+
+    The closed loop alternates with round trips through zsp_ros.node.transport_echo (its own process,
+    answering with an id image of ``echo_hw``, default the image's size): ``transport_ms``.
+    """
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image
     from zsp_msgs.msg import PanopticSegmentation
@@ -360,9 +352,19 @@ def measure_node(kit: Path, image: np.ndarray, *, short_side: int, max_long_side
               "publish_semantic": False, "publish_overlay": False, "publish_color_mask": False,
               "input_reliability": reliability}
     arrivals: dict[tuple[int, int], tuple[float, Any]] = {}
+    echoed: dict[tuple[int, int], tuple[float, Any]] = {}
+    echo_ns = f"{namespace}_echo"
+    echo_params = {"input_reliability": reliability, "output_height": int(echo_hw[0]) if echo_hw else 0,
+                   "output_width": int(echo_hw[1]) if echo_hw else 0}
     with ChildProgram(name="zsp_node", module="zsp_ros.node.main", args=ros_args(namespace, params),
                       log_path=workdir / f"node_{time.monotonic_ns()}.log") as node, \
+            ChildProgram(name="transport_echo", module="zsp_ros.node.transport_echo", args=ros_args(echo_ns, echo_params),
+                         log_path=workdir / f"echo_{time.monotonic_ns()}.log") as echo, \
             ZspClient(namespace=namespace, name="zsp_bench_client") as client:
+        client.subscribe(f"{echo_ns}/panoptic", PanopticSegmentation, keep=False,
+                         on_message=lambda t, m: echoed.__setitem__((m.header.stamp.sec, m.header.stamp.nanosec), (t, m)))
+        echo_pub = client.node.create_publisher(Image, f"{echo_ns}/image", _image_qos("reliable"))
+        _wait_subscribed(echo_pub, echo)
         client.subscribe("panoptic", PanopticSegmentation, keep=False, on_message=lambda t, m: arrivals.__setitem__(
             (m.header.stamp.sec, m.header.stamp.nanosec), (t, m)))
         client.subscribe("/diagnostics", DiagnosticArray)
@@ -371,7 +373,9 @@ def measure_node(kit: Path, image: np.ndarray, *, short_side: int, max_long_side
         _wait_subscribed(pub, node)
         publish_failures = [0]
         publish = _stamp_publisher(pub, msg, publish_failures)
-        closed, results = _closed_loop(publish, arrivals, frames=frames, warmup=warmup, what=node.log_tail)
+        closed, results, transport = _closed_loop(
+            publish, arrivals, frames=frames, warmup=warmup, what=node.log_tail,
+            interleaved=(_stamp_publisher(echo_pub, numpy_to_image(image, "rgb8"), [0]), echoed, echo.log_tail))
         node_model = [r.model_ms for r in results]
         output_hw = [results[-1].id_image.height, results[-1].id_image.width]
         id_encoding = results[-1].id_image.encoding
@@ -428,6 +432,7 @@ def measure_node(kit: Path, image: np.ndarray, *, short_side: int, max_long_side
         code = node.stop()
     paired = [e - m for e, m in zip(closed, node_model)]        # per frame: the forward's noise cancels
     return {"e2e_ms": _percentiles(closed), "node_model_ms": _percentiles(node_model), "output_hw": output_hw,
+            "transport_ms": _percentiles(transport),
             "e2e_minus_forward_ms": _percentiles(paired),
             "id_image_encoding": id_encoding,
             "node_diagnostics_closed_loop": in_node, "node_diagnostics_after_overload": after_overload,
@@ -458,14 +463,12 @@ def measure_variants(kit: Path, args: argparse.Namespace, workdir: Path, kit_hw:
         image = _frame(width, height, args.seed)
         for busy in (False, True):
             with busy_neighbour(busy):
-                transport = measure_transport(image, frames=args.frames, warmup=args.warmup, workdir=workdir,
-                                              reliability=args.input_reliability)
                 node = measure_node(kit, image, short_side=args.short_side, max_long_side=args.max_long_side,
                                     frames=args.frames, warmup=args.warmup, overload_s=0.0, workdir=workdir,
                                     reliability=args.input_reliability, threads=args.threads)
             rows.append({"size": label, "frame_hw": [height, width], "busy_neighbour": busy,
                          **_overhead(node["e2e_ms"]["p50"], node["node_model_ms"]["p50"],
-                                     transport["transport_ms"]["p50"], node["e2e_minus_forward_ms"]["p50"]),
+                                     node["transport_ms"]["p50"], node["e2e_minus_forward_ms"]["p50"]),
                          "load_average_1min": round(os.getloadavg()[0], 2)})
     return rows
 
@@ -482,8 +485,6 @@ def run(args: argparse.Namespace) -> int:
                                   frames=args.frames, warmup=args.warmup)
         kit_hw = tuple(forward["network_resized_hw"])
         answer_hw = kit_hw if args.output_resolution == "network" else None
-        transport = measure_transport(image, frames=args.frames, warmup=args.warmup, workdir=Path(tmp),
-                                      reliability=args.input_reliability, answer_hw=answer_hw)
         delivery = measure_delivery(image, frames=args.delivery_frames, workdir=Path(tmp)) \
             if args.delivery_frames > 0 else {}
         node = measure_node(kit, image, short_side=args.short_side, max_long_side=args.max_long_side,
@@ -491,14 +492,14 @@ def run(args: argparse.Namespace) -> int:
                             overload_s=args.overload_s, workdir=Path(tmp), reliability=args.input_reliability,
                             threads=args.threads, flood_s=args.flood_s, flood_hz=args.flood_hz, adds_s=args.adds_s,
                             adds_input_hz=args.adds_input_hz, add_clients=args.add_clients,
-                            output_resolution=args.output_resolution)
+                            output_resolution=args.output_resolution, echo_hw=answer_hw)
     with tempfile.TemporaryDirectory(prefix="zsp_bench_node_") as tmp:
         variants = measure_variants(kit, args, Path(tmp), kit_hw) if args.variants else []
     # The bare forward is the node's own "model" stage on the very frames whose end-to-end time was
     # measured: the same process and moment, so a busy neighbour cannot skew the ratio. The forward
     # measured in this process beforehand is kept as a cross-check.
     e2e_p50, forward_p50 = node["e2e_ms"]["p50"], node["node_model_ms"]["p50"]
-    overhead = _overhead(e2e_p50, forward_p50, transport["transport_ms"]["p50"], node["e2e_minus_forward_ms"]["p50"])
+    overhead = _overhead(e2e_p50, forward_p50, node["transport_ms"]["p50"], node["e2e_minus_forward_ms"]["p50"])
     result = {
         **overhead, "goal_node_overhead_over_forward": GOAL_OVERHEAD_OVER_FORWARD,
         "forward_inprocess_ms_p50": forward["forward_ms"]["p50"], "segment_inprocess_ms_p50": forward["segment_ms"]["p50"],
@@ -514,7 +515,7 @@ def run(args: argparse.Namespace) -> int:
         "network_input_hw": forward["network_input_hw"], "output_resolution": args.output_resolution,
         "output_hw": node["output_hw"], "id_image_encoding": node["id_image_encoding"],
         "kit": str(kit), "torch_threads": threads,
-        "transport": transport, "delivery": delivery, "variants": variants,
+        "transport_ms": node["transport_ms"], "delivery": delivery, "variants": variants,
         "forward": forward, "node": node,
         "provenance": provenance(["zsp", "bench", "node", *[f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()]]),
     }
