@@ -100,7 +100,7 @@ def test_demo_runs_end_to_end_and_writes_its_outputs(tmp_path):
         assert key in report
     assert set(report["latency_ms"]) == {"p50", "p90", "p99"} and report["latency_ms"]["p50"] > 0
     assert 0 < report["frames_received"] <= report["frames_sent"]
-    assert report["version_after"] == report["version_before"] + 1 == report["label_info_version"]
+    assert report["version_after"] == report["version_before"] + 1 == report["category_set_version"]
     assert report["categories_after"] - report["categories_before"] == len(report["unseen_names"]) == 11
     assert report["scene_size"] == 64 and report["provenance"]["command"][:2] == ["zsp", "demo"]
     for name in ("overlay_before.png", "overlay_after.png", "contact_sheet.png", "node.log", "camera.log"):

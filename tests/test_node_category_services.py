@@ -85,7 +85,7 @@ def test_failed_remove_keeps_the_version():
     assert "Read-only file system" in reply.message and "registry_state.zsp" in reply.message
 
 
-def test_success_survives_a_failing_label_info_republish():
+def test_success_survives_a_failing_category_set_republish():
     def broken():
         raise RuntimeError("publisher gone")
     registry = FakeRegistry()

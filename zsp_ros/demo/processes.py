@@ -9,7 +9,7 @@ Contract:
   off) and the synthetic camera as `ChildProgram` children, output in their log files; use them
   with ``with`` so they are stopped (SIGINT first) whatever happens.
 - `open_client(namespace, recording)`: a `ZspClient` that appends every ``panoptic`` result and
-  ``overlay`` image to ``recording`` and keeps the latched ``label_info``; close it (``with``).
+  ``overlay`` image to ``recording`` and keeps the latched ``category_set``; close it (``with``).
 - `wait_until(predicate, timeout=, what=, node=)`: polls every 0.1 s; ``DemoFailure`` naming
   ``what`` on timeout, or with the node's log tail when the node exits first.
 
@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from zsp_ros.demo.failure import DemoFailure
 from zsp_ros.demo.recording import Recording, stamp
+from zsp_ros.node import topics
 from zsp_ros.node.client import ZspClient
 from zsp_ros.node.launcher import ChildProgram, ros_args
 
@@ -36,11 +37,12 @@ def ros_environment() -> tuple[str, dict[str, str]]:
     return namespace, env
 
 
-def start_node(*, namespace: str, kit_dir: Path, state_dir: Path, log_path: Path, env: dict[str, str]
-               ) -> ChildProgram:
-    """zsp_node on ``kit_dir`` (unconfigured: the client drives its lifecycle), publishing overlays."""
+def start_node(*, namespace: str, kit_dir: Path, state_dir: Path, log_path: Path, env: dict[str, str],
+               threads: int = 0) -> ChildProgram:
+    """zsp_node on ``kit_dir`` (unconfigured: the client drives its lifecycle), publishing overlays, with
+    ``threads`` torch threads (0 = the node's automatic rule)."""
     params = {"kit": str(kit_dir.resolve()), "state_dir": str(state_dir), "publish_overlay": True,
-              "publish_semantic": False}
+              "publish_semantic": False, "threads": int(threads)}
     return ChildProgram(name="zsp_node", module="zsp_ros.node.main", args=ros_args(namespace, params),
                         log_path=log_path, env_extra=env)
 
@@ -65,7 +67,7 @@ def open_client(namespace: str, recording: Recording) -> ZspClient:
                          on_message=lambda t, m: recording.results.append((t, m)))
         client.subscribe("overlay", Image, keep=False,
                          on_message=lambda t, m: recording.overlays.__setitem__(stamp(m), m))
-        client.subscribe("label_info", CategorySet, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+        client.subscribe(topics.CATEGORY_SET, CategorySet, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                                                                 durability=DurabilityPolicy.TRANSIENT_LOCAL))
     except BaseException:
         client.close()

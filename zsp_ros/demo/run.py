@@ -44,6 +44,7 @@ from zsp_ros.demo.scenes import render_scenes, unseen_categories
 from zsp_ros.demo.scoring import evaluate
 from zsp_ros.kit.locate import resolve_kit
 from zsp_ros.kit.model_kit import KitError, load_kit
+from zsp_ros.node import topics
 from zsp_ros.utils.provenance import provenance, write_json
 
 
@@ -73,14 +74,14 @@ def run_demo(args: argparse.Namespace, out: Path, workdir: Path) -> dict[str, An
                                "scene_size": size, "camera_rate_hz": args.rate,
                                "unseen_names": [c["name"] for c in unseen]}
     with start_node(namespace=namespace, kit_dir=kit_dir, state_dir=workdir / "state", log_path=out / "node.log",
-                    env=env) as node, open_client(namespace, recording) as client:
+                    env=env, threads=getattr(args, "threads", 0)) as node, open_client(namespace, recording) as client:
         t0 = time.monotonic()
         if not client.change_state("configure", timeout=max(deadline - time.monotonic(), 1.0)):
             raise DemoFailure(f"the node refused to configure:\n{node.log_tail()}")
         summary["node_ready_s"] = round(time.monotonic() - t0, 2)
         if not client.change_state("activate"):
             raise DemoFailure(f"the node refused to activate:\n{node.log_tail()}")
-        info = client.wait_for("label_info", timeout=30)
+        info = client.wait_for(topics.CATEGORY_SET, timeout=30)
         summary["categories_before"], summary["version_before"] = len(info.categories), info.version
 
         with start_camera(namespace=namespace, scenes_path=workdir / "scenes.npz", rate=args.rate,
@@ -115,8 +116,8 @@ def run_demo(args: argparse.Namespace, out: Path, workdir: Path) -> dict[str, An
             if not listing.success or not {c["name"] for c in unseen} <= names:
                 raise DemoFailure(f"list_categories does not hold the added names: {listing.message}")
             summary["categories_after"] = len(listing.category_set.categories)
-            label = client.wait_for("label_info", lambda m: m.version >= version_after, timeout=30)
-            summary["label_info_version"] = int(label.version)
+            label = client.wait_for(topics.CATEGORY_SET, lambda m: m.version >= version_after, timeout=30)
+            summary["category_set_version"] = int(label.version)
             time.sleep(1.0)                            # let the last frames come back
             camera_code = camera.stop()
         recording.sent = parse_camera_log(camera.log_text())

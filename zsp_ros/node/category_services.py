@@ -8,7 +8,7 @@ failure also changes nothing (the registry persists before it swaps): a state di
 be written (`StateDirError`) is reported with its own message (directory and cause), anything else as
 an internal error naming its cause and, for an OSError, the file (`describe_error`); both are logged
 with the traceback. A failure after the change
-(republishing label_info) is logged and does not turn the success into a failure. Writes hold the
+(republishing category_set) is logged and does not turn the success into a failure. Writes hold the
 node's registry lock, so a cleanup cannot free the model under a running add.
 """
 from __future__ import annotations
@@ -119,7 +119,7 @@ class CategoryServices:
         try:
             self._on_changed()
         except Exception as exc:        # the change is made and persisted: report, but do not deny it
-            self._logger.error(f"category set changed (version {response.version}) but label_info was not "
+            self._logger.error(f"category set changed (version {response.version}) but category_set was not "
                                f"republished: {describe_error(exc)}\n{traceback.format_exc()}")
         return response
 
