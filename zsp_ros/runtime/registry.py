@@ -388,7 +388,8 @@ class CategoryRegistry:
         interpret = getattr(self.text_encoder, "interpret", None)
         if not callable(interpret):
             return
-        problems, seen_here = [], {}
+        problems: builtins.list[str] = []
+        seen_here: dict[str, str] = {}
         for name, reading in zip(names, (i.text for i in interpret(list(names)))):
             if reading.casefold() == name.casefold():
                 seen_here.setdefault(reading.casefold(), name)
