@@ -105,7 +105,8 @@ def test_release_kit_end_to_end(release, tmp_path, capsys):
         assert [c.name for c in listing.category_set.categories][-1] == "traffic cone"
 
 
-def test_generated_bank_kit_keeps_the_released_head_rows_after_an_add(release, tmp_path):
+def _after_change(release, tmp_path, change):
+    """(kit, snapshot) of a release kit's registry after ``change(registry)``."""
     from zsp_ros.runtime.registry import build_registry
 
     kit_dir = tmp_path / "kit"
@@ -113,26 +114,20 @@ def test_generated_bank_kit_keeps_the_released_head_rows_after_an_add(release, t
     kit = load_kit(kit_dir)
     registry = build_registry(kit, warm_up=False, writer_nice=None)
     try:
-        registry.add(["traffic cone"])
-        snap = registry.snapshot
+        change(registry)
+        return kit, registry.snapshot
     finally:
         registry.close()
+
+
+def test_generated_bank_kit_keeps_the_released_head_rows_after_an_add(release, tmp_path):
+    kit, snap = _after_change(release, tmp_path, lambda registry: registry.add(["traffic cone"]))
     assert torch.equal(snap.weight[:133], kit.head_weight[:133]) and torch.equal(snap.weight[-1], kit.head_weight[-1])
 
 
 def test_generated_bank_kit_removal_drops_rows_without_refitting(release, tmp_path):
-    from zsp_ros.runtime.registry import build_registry
-
-    kit_dir = tmp_path / "kit"
-    assert _from_release(release, kit_dir) == 0
-    kit = load_kit(kit_dir)
-    registry = build_registry(kit, warm_up=False, writer_nice=None)
-    try:
-        first = registry.list().categories[0]
-        registry.remove([first.id])
-        snap = registry.snapshot
-    finally:
-        registry.close()
+    kit, snap = _after_change(release, tmp_path, lambda registry: registry.remove([registry.list().categories[0].id]))
+    first = kit.categories.categories[0]
     assert first.id not in snap.categories.ids and snap.weight.shape[0] == kit.head_weight.shape[0] - 1
     assert torch.equal(snap.weight, kit.head_weight[1:]) and torch.equal(snap.bias, kit.head_bias[1:])
 

@@ -79,7 +79,8 @@ def test_host_shape_core_reads_level_sizes_once_per_input_size():
 
 def test_cpu_backend_is_unchanged(network):
     backend = TorchBackend(network=copy.deepcopy(network), device="cpu")
-    assert backend._runner is None and backend.describe() == {"backend": "torch", "device": "cpu", "precision": "fp32"}
+    assert backend._runner is None and backend.describe() == {"backend": "torch", "device": "cpu", "precision": "fp32",
+                                                              "threads": torch.get_num_threads()}
     x = _images()
     with torch.no_grad():
         expected = network.forward_network(x)

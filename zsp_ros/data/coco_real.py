@@ -42,11 +42,17 @@ PROTOCOLS = ("zero-shot", "supervised")
 
 
 def coco_splits_dir() -> Path:
-    """config/coco_splits of the source checkout, else of the installed package share."""
+    """config/coco_splits of the source checkout, else of the installed package share (the Python
+    prefix's, or the one the ament index names in a colcon workspace)."""
     import sys
 
     candidates = [Path(__file__).resolve().parents[2] / "config" / "coco_splits",
                   Path(sys.prefix) / "share" / "zsp_ros" / "config" / "coco_splits"]
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        candidates.append(Path(get_package_share_directory("zsp_ros")) / "config" / "coco_splits")
+    except Exception:       # no ament index here, or zsp_ros not in it: the other places still count
+        pass
     for path in candidates:
         if path.is_dir():
             return path
