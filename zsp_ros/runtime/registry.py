@@ -354,7 +354,8 @@ class CategoryRegistry:
             state = self._state
             names, flags = validate_names(names, isthing, state.categories)
             validate_added_count(len(names), state.categories, self.max_added_categories)
-            self._refuse_rereadings(names, state.categories)
+            readings = self._readings(names)
+            self._refuse_rereadings(names, readings, state.categories)
             try:
                 text = torch.from_numpy(np.asarray(self.text_encoder.encode(names), dtype=np.float32))
             except (ValueError, TypeError, KeyError) as exc:   # e.g. a word outside a fixed vocabulary
@@ -376,21 +377,24 @@ class CategoryRegistry:
                 synthetic_ids=torch.cat([state.synthetic_ids, kept_ids]),
                 added_text_embeds=torch.cat([state.added_text_embeds, text]),
                 added_ids=torch.cat([state.added_ids, torch.tensor(ids, dtype=torch.int64)]))
-            fit_rows_ = (torch.cat([state.synthetic_embeds, synthetic]), torch.cat([state.synthetic_ids, syn_ids]))
             self._commit(draft, t0=t0, extra={"encode": (t1 - t0) * 1e3, "generate": (t2 - t1) * 1e3},
-                         synthetic=fit_rows_, free_ids=ids if self.refit_mode == "new_rows" else None)
-            self.last_add_report = self._report(state, names, ids, text, synthetic, syn_ids)
+                         new_synthetic=(synthetic, syn_ids), free_ids=ids if self.refit_mode == "new_rows" else None)
+            self.last_add_report = self._report(state, names, readings, ids, text, synthetic, syn_ids)
             return list(new)
 
-    def _refuse_rereadings(self, names: Sequence[str], categories: CategorySet) -> None:
-        """CategoryError when the text encoder reads a new name as a known category's name or as another
-        new name ("crimson circle" -> "red circle"): the two would be the same category twice."""
+    def _readings(self, names: Sequence[str]) -> builtins.list[str]:
+        """What the text encoder embeds for each name: a phrasing encoder (zsp_ros.semantics.phrasing) may
+        rewrite it; any other encoder embeds the name as given."""
         interpret = getattr(self.text_encoder, "interpret", None)
-        if not callable(interpret):
-            return
+        return [i.text for i in interpret(list(names))] if callable(interpret) else list(names)
+
+    @staticmethod
+    def _refuse_rereadings(names: Sequence[str], readings: Sequence[str], categories: CategorySet) -> None:
+        """CategoryError when a new name is read as a known category's name or as another new name
+        ("crimson circle" -> "red circle"): the two would be the same category twice."""
         problems: builtins.list[str] = []
         seen_here: dict[str, str] = {}
-        for name, reading in zip(names, (i.text for i in interpret(list(names)))):
+        for name, reading in zip(names, readings):
             if reading.casefold() == name.casefold():
                 seen_here.setdefault(reading.casefold(), name)
                 continue
@@ -405,8 +409,8 @@ class CategoryRegistry:
         if problems:
             raise CategoryError("; ".join(problems))
 
-    def _report(self, before: RegistryState, names: Sequence[str], ids: Sequence[int], text: torch.Tensor,
-                synthetic: torch.Tensor, synthetic_ids: torch.Tensor) -> builtins.list[NameReport]:
+    def _report(self, before: RegistryState, names: Sequence[str], readings: Sequence[str], ids: Sequence[int],
+                text: torch.Tensor, synthetic: torch.Tensor, synthetic_ids: torch.Tensor) -> builtins.list[NameReport]:
         """`NameReport` per added name against what was known before the add (zsp_ros.runtime.name_report)."""
         kit_row = {c.id: k for k, c in enumerate(self.kit.categories)}
         added_row = {int(i): k for k, i in enumerate(before.added_ids.tolist())}
@@ -420,15 +424,13 @@ class CategoryRegistry:
                 continue
             known_names.append(c.name)
         snap = self._snapshot
-        interpret = getattr(self.text_encoder, "interpret", None)            # a phrasing encoder says what it read
-        read_as = [i.text for i in interpret(list(names))] if callable(interpret) else list(names)
         return name_reports(
             names=names, ids=ids, text=text, known_names=known_names,
             known_text=torch.stack(known_text) if known_text else torch.zeros((0, text.shape[1])),
             synthetic=synthetic, synthetic_ids=synthetic_ids, category_names=snap.categories.names,
             category_ids=snap.categories.ids, weight=snap.weight, bias=snap.bias, bank_embeds=self._bank_embeds,
             bank_ids=self._bank_ids, bank_lse=self._bank_logsumexp(snap.weight, snap.bias), far_below=self._far_below,
-            read_as=read_as)
+            read_as=readings)
 
     def remove(self, names_or_ids: Sequence[str | int]) -> builtins.list[int]:
         """Remove categories (seen or added) by name or id; returns the removed ids. Retrains the head
@@ -498,18 +500,26 @@ class CategoryRegistry:
         return synthesize_for_ids(self.generator, text, ids, per_category=self.synthetic_per_category, seed=self.seed,
                                   embed_dim=self.kit.embed_dim)
 
-    def _fit(self, state: RegistryState, synthetic: tuple[torch.Tensor, torch.Tensor] | None = None,
+    def _fit(self, state: RegistryState, new_synthetic: tuple[torch.Tensor, torch.Tensor] | None = None,
              free_ids: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Retrain the head for ``state.categories`` on real bank + synthetic embeddings.
 
-        ``synthetic``: (embeds [S,E], ids [S]) to train on (default: the state's stored rows); every added
-        category stands for ``synthetic_per_category`` rows whatever it has here. ``free_ids``: fit only
-        these categories' rows (`fit_rows`), the rest of the current head fixed; None refits every row.
+        ``new_synthetic``: (embeds [S,E], ids [S]) every generated row of the names being added (``state``
+        keeps only some); they train next to the live state's stored rows of earlier names. Without it
+        (a removal) the draft's stored rows are used. Every added category stands for
+        ``synthetic_per_category`` rows whatever it has here. ``free_ids``: fit only these categories'
+        rows (`fit_rows`), the rest of the current head fixed; None refits every row.
         """
         k = len(state.categories)
-        syn_embeds, syn_ids = synthetic if synthetic is not None else (state.synthetic_embeds, state.synthetic_ids)
         if free_ids is not None:
-            return self._fit_new_rows(state, syn_embeds, syn_ids, free_ids)
+            if new_synthetic is None:
+                raise ValueError("a new-rows fit needs the new names' generated rows")
+            return self._fit_new_rows(state, new_synthetic, free_ids)
+        if new_synthetic is None:
+            syn_embeds, syn_ids = state.synthetic_embeds, state.synthetic_ids
+        else:
+            syn_embeds = torch.cat([self._state.synthetic_embeds, new_synthetic[0]])
+            syn_ids = torch.cat([self._state.synthetic_ids, new_synthetic[1]])
         embeds, labels, weights = training_rows(
             categories=state.categories, kit_categories=self.kit.categories, bank_embeds=self._bank_embeds,
             bank_ids=self._bank_ids, synthetic_embeds=syn_embeds, synthetic_ids=syn_ids,
@@ -527,7 +537,7 @@ class CategoryRegistry:
                                f"expected [{k + 1},{self.kit.embed_dim}]/[{k + 1}]")
         return weight, bias
 
-    def _fit_new_rows(self, state: RegistryState, syn_embeds: torch.Tensor, syn_ids: torch.Tensor,
+    def _fit_new_rows(self, state: RegistryState, new_synthetic: tuple[torch.Tensor, torch.Tensor],
                       free_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Fit only the rows of ``free_ids`` (the names being added), every row of the live head fixed.
 
@@ -536,10 +546,10 @@ class CategoryRegistry:
         the bank (updated with the new rows after each add), so an add costs about the same however many
         categories exist: (bank + negatives + new rows) x E per L-BFGS evaluation.
         """
-        old_weight, old_bias = self._state.head_weight, self._state.head_bias
-        is_new = torch.isin(syn_ids, torch.tensor(list(free_ids), dtype=torch.int64))
-        neg_embeds, neg_ids, _ = bounded_synthetic(syn_embeds[~is_new], syn_ids[~is_new], self.max_negative_rows)
-        rows_embeds, rows_ids = torch.cat([neg_embeds, syn_embeds[is_new]]), torch.cat([neg_ids, syn_ids[is_new]])
+        live = self._state
+        old_weight, old_bias = live.head_weight, live.head_bias
+        neg_embeds, neg_ids, _ = bounded_synthetic(live.synthetic_embeds, live.synthetic_ids, self.max_negative_rows)
+        rows_embeds, rows_ids = torch.cat([neg_embeds, new_synthetic[0]]), torch.cat([neg_ids, new_synthetic[1]])
         class_weights = self.class_weights
         if self.new_row_added_weight is not None:
             class_weights = {**class_weights, "added": float(self.new_row_added_weight)}
@@ -547,7 +557,7 @@ class CategoryRegistry:
             categories=state.categories, kit_categories=self.kit.categories, bank_embeds=self._bank_embeds,
             bank_ids=self._bank_ids, synthetic_embeds=rows_embeds, synthetic_ids=rows_ids, next_id=state.next_id,
             class_weights=class_weights, max_synthetic_rows=None, mass_rows=self.synthetic_per_category)
-        init = warm_start(old_categories=self._state.categories, old_weight=old_weight, old_bias=old_bias,
+        init = warm_start(old_categories=live.categories, old_weight=old_weight, old_bias=old_bias,
                           categories=state.categories, synthetic_embeds=rows_embeds, synthetic_ids=rows_ids)
         free = torch.tensor([state.categories.index_of(i) for i in free_ids], dtype=torch.int64)
         bank_lse = self._bank_logsumexp(old_weight, old_bias)
@@ -568,11 +578,11 @@ class CategoryRegistry:
         return lse
 
     def _commit(self, draft: RegistryState, *, t0: float, extra: dict[str, float],
-                synthetic: tuple[torch.Tensor, torch.Tensor] | None = None,
+                new_synthetic: tuple[torch.Tensor, torch.Tensor] | None = None,
                 free_ids: Sequence[int] | None = None, refit: bool = True) -> None:
         t_fit = time.perf_counter()
         if refit:
-            weight, bias = self._fit(draft, synthetic, free_ids)
+            weight, bias = self._fit(draft, new_synthetic, free_ids)
         else:                                    # the current rows of the categories kept, no-object last
             old = self._state.categories
             rows = torch.tensor([old.index_of(c.id) for c in draft.categories] + [len(old)], dtype=torch.int64)
@@ -691,9 +701,8 @@ def build_registry(kit: ModelKit, *, text_encoder: TextEncoderLike | None = None
     and settings, ``{"enabled": false}`` turns it off).
     The kit's manifest may hold ``text_encoder.kwargs`` (constructor arguments for `build_text_encoder`)
     and ``runtime`` = {synthetic_per_category, class_weights, fit_kwargs, max_added_categories,
-    max_synthetic_rows, refit ("new_rows" | "full"), stored_synthetic_per_category, new_row_steps, new_row_added_weight, max_negative_rows}; the
-    arguments here
-    override them.
+    max_synthetic_rows, refit ("new_rows" | "full"), stored_synthetic_per_category, new_row_steps,
+    new_row_added_weight, max_negative_rows}; the arguments here override them.
 
     Raises:
         KitError: the kit's generator does not build. StateDirError / StateLockedError: the state directory.
