@@ -24,14 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from zsp_ros.bench import vocabulary
 from zsp_ros.kit.locate import resolve_kit
 from zsp_ros.kit.model_kit import load_kit, save_kit
 from zsp_ros.model.primitive_generator import PrimitiveGenerator
 from zsp_ros.runtime.registry import build_registry
 from zsp_ros.training.release_kit import generated_bank
+from zsp_ros.utils.cpu_threads import add_threads_argument, apply_threads
 from zsp_ros.utils.provenance import provenance, write_json
 
 GOALS = {"unseen_pq_gap_max": 3.0, "seen_drop_max": 3.0, "add_s_max": 1.0}
@@ -86,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bank-seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, default=3, help="registry seeds")
     parser.add_argument("--val-images", type=int, default=300)
-    parser.add_argument("--threads", type=int, default=1)
+    add_threads_argument(parser)
 
 
 def _time_one_add(kit_dir: Path, repeats: int = 5) -> dict[str, Any]:
@@ -107,7 +106,7 @@ def _time_one_add(kit_dir: Path, repeats: int = 5) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
+    args.threads = apply_threads(args.threads)
     real_kit = resolve_kit(args.kit)
     out = Path(args.out)
     results: dict[str, Any] = {}

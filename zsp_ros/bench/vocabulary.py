@@ -59,6 +59,7 @@ from zsp_ros.runtime.registry import HeadSnapshot, build_registry
 from zsp_ros.runtime.segmenter import Segmenter
 from zsp_ros.semantics.build import with_phrasing
 from zsp_ros.semantics.phrasing import PhrasingEncoder
+from zsp_ros.utils.cpu_threads import add_threads_argument, apply_threads
 from zsp_ros.utils.provenance import provenance, write_json
 
 
@@ -136,7 +137,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "'kit' = the manifest's text_encoder.kwargs.phrasing, else the kit's category names with "
                              "config/phrasing.yaml (default); 'off' = the plain text encoder")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    add_threads_argument(parser)
 
 
 def _selected(sets: list[NameSet], wanted: Sequence[str] | None) -> list[NameSet]:
@@ -186,7 +187,7 @@ def _phrasing_settings(encoder: Any) -> dict[str, Any] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
+    args.threads = apply_threads(args.threads)
     t_start, cpu_start, load_start = time.perf_counter(), time.process_time(), os.getloadavg()[0]
     data = Path(args.data)
     split = read_split(data / "split.json")
