@@ -162,3 +162,15 @@ def test_attribute_encoder_accepts_a_synonym_through_the_rewrite():
     assert np.array_equal(encoder.encode(["navy star"]), encoder.encode(["blue star"]))
     with pytest.raises(ValueError, match="navy"):
         build_text_encoder("attributes", names=["red circle", "blue star"]).encode(["navy star"])
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"min_similarity": "high"}, "phrasing setting min_similarity must be of type float, got 'high'"),
+    ({"enabled": 1}, "phrasing setting enabled must be of type bool, got 1"),
+    ({"min_stem": 4.5}, "phrasing setting min_stem must be of type int, got 4.5"),
+])
+def test_settings_of_the_wrong_type_are_named(settings, message):
+    from zsp_ros.semantics.phrasing import PhrasingConfig
+
+    with pytest.raises(ValueError, match=message):
+        PhrasingConfig.from_mapping(settings)

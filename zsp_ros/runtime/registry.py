@@ -86,7 +86,7 @@ from zsp_ros.runtime.category_requests import (
 )
 from zsp_ros.runtime.name_report import NameReport, far_threshold, name_reports
 from zsp_ros.runtime.state_store import MemoryStateStore, RegistryState, StateStore
-from zsp_ros.semantics.build import build_text_encoder
+from zsp_ros.semantics.build import build_text_encoder, with_phrasing
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -713,7 +713,11 @@ def build_registry(kit: ModelKit, *, text_encoder: TextEncoderLike | None = None
         kwargs = dict(kit.manifest["text_encoder"].get("kwargs", {}))
         phrasing = dict(kwargs.pop("phrasing", None) or {})        # zsp_ros.semantics.phrasing; on by default,
         phrasing.setdefault("vocabulary", list(kit.categories.names))  # toward the words of the kit's names
-        text_encoder = build_text_encoder(kit.text_encoder_id, phrasing=phrasing, **kwargs)
+        base = build_text_encoder(kit.text_encoder_id, **kwargs)
+        try:
+            text_encoder = with_phrasing(base, phrasing)
+        except ValueError as exc:                                   # a bad setting in the kit's manifest
+            raise KitError(f"kit {kit.root}: manifest text_encoder.kwargs.phrasing: {exc}") from None
     try:
         generator = PrimitiveGenerator(**kit.generator_config)
         generator.load_state_dict(kit.generator_state_dict())

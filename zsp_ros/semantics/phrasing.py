@@ -77,6 +77,10 @@ class PhrasingConfig:
     raw_weight: float = 0.0
 
     def __post_init__(self) -> None:
+        for f in fields(self):                  # a YAML/JSON value of the wrong type: say which setting
+            value, kind = getattr(self, f.name), {"bool": bool, "int": int, "float": (int, float)}[str(f.type)]
+            if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+                raise ValueError(f"phrasing setting {f.name} must be of type {f.type}, got {value!r}")
         if not -1.0 <= self.min_similarity <= 1.0:
             raise ValueError(f"min_similarity must be in [-1, 1], got {self.min_similarity}")
         if self.min_stem < 2:
