@@ -18,12 +18,12 @@ import sys
 import time
 
 from zsp_ros.node.raw_image import numpy_to_image
+from zsp_ros.node.spin_until_shutdown import spin_until_shutdown
 
 
 def main(args: list[str] | None = None) -> int:
     import numpy as np
     import rclpy
-    from rclpy.executors import ExternalShutdownException
     from rclpy.node import Node
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.utilities import remove_ros_args
@@ -68,12 +68,8 @@ def main(args: list[str] | None = None) -> int:
         node.create_timer(1.0 / opts.rate, tick)
         node.get_logger().info(f"{len(messages)} pictures {images.shape[2]}x{images.shape[1]} at {opts.rate:g} Hz "
                                f"on {pub.topic_name}, waiting for a subscriber")
-        deadline = time.monotonic() + opts.duration if opts.duration > 0 else None
         try:
-            while rclpy.ok() and (deadline is None or time.monotonic() < deadline):
-                rclpy.spin_once(node, timeout_sec=0.1)
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
+            spin_until_shutdown(node, duration_s=opts.duration)
         finally:
             node.destroy_node()
     return 0

@@ -17,12 +17,12 @@ from typing import Any
 
 from zsp_ros.node import topics
 from zsp_ros.node.output_buffers import OutputBuffers
+from zsp_ros.node.spin_until_shutdown import spin_until_shutdown
 
 
 def main(args: list[str] | None = None) -> int:
     """Run until SIGINT/SIGTERM; 0 on a clean shutdown."""
     import rclpy
-    from rclpy.executors import ExternalShutdownException
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
     from zsp_msgs.msg import PanopticSegmentation
@@ -50,9 +50,7 @@ def main(args: list[str] | None = None) -> int:
         node.get_logger().info(f"echoing {node.resolve_topic_name(topics.IMAGE)} ({reliability}) to "
                                f"{node.resolve_topic_name(topics.PANOPTIC)}")
         try:
-            rclpy.spin(node)
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
+            spin_until_shutdown(node)
         finally:
             node.destroy_node()
     return 0
