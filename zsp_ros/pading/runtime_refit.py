@@ -52,23 +52,16 @@ def bounded_synthetic(synthetic_embeds: torch.Tensor, synthetic_ids: torch.Tenso
     ``max_rows`` None keeps everything. ``mass_rows``: the number of rows each category stands for
     (the registry keeps fewer per category than it generated); scales then are ``mass_rows / kept``.
     """
+    unique, counts = torch.unique(synthetic_ids, return_counts=True)
     if max_rows is None or synthetic_ids.numel() <= max_rows:
-        if mass_rows is None:
-            return synthetic_embeds, synthetic_ids, {}
-        unique, counts = torch.unique(synthetic_ids, return_counts=True)
-        scale = {int(i): float(mass_rows) / float(c) for i, c in zip(unique, counts) if int(c) != mass_rows}
-        return synthetic_embeds, synthetic_ids, scale
-    order = torch.argsort(synthetic_ids, stable=True)
-    ids_sorted = synthetic_ids[order]
-    unique, counts = torch.unique_consecutive(ids_sorted, return_counts=True)
-    per_category = max(1, int(max_rows) // len(unique))
-    starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-    rank = torch.arange(len(ids_sorted)) - starts                   # position of each row within its category
-    keep = order[rank < per_category].sort().values                  # original order kept
-    kept_counts = torch.clamp(counts, max=per_category)
+        embeds, ids, kept_counts = synthetic_embeds, synthetic_ids, counts
+    else:
+        per_category = max(1, int(max_rows) // len(unique))
+        embeds, ids = first_rows_per_category(synthetic_embeds, synthetic_ids, per_category)
+        kept_counts = torch.clamp(counts, max=per_category)
     represented = counts if mass_rows is None else torch.full_like(counts, int(mass_rows))
     scale = {int(i): float(c) / float(k) for i, c, k in zip(unique, represented, kept_counts) if c != k}
-    return synthetic_embeds[keep], synthetic_ids[keep], scale
+    return embeds, ids, scale
 
 
 def training_rows(*, categories: CategorySet, kit_categories: CategorySet, bank_embeds: torch.Tensor,
