@@ -23,6 +23,7 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.json")),
         (f"share/{PACKAGE}/config/coco_splits", glob("config/coco_splits/*.json")),
         (f"share/{PACKAGE}/config/vocabulary", glob("config/vocabulary/*.json")),
+        (f"share/{PACKAGE}/config/colours", glob("config/colours/*.tsv")),
     ],
     python_requires=">=3.10",
     install_requires=["numpy", "setuptools"],

@@ -17,6 +17,7 @@ from zsp_ros.semantics.phrasing import (
     PhrasingConfig,
     PhrasingEncoder,
     load_phrasing_config,
+    read_colour_table,
     srgb_to_lab,
     vocabulary_words,
     words_of,
@@ -69,10 +70,11 @@ def test_words():
 def test_colour_synonyms_and_word_forms_are_mapped(shapes):
     assert shapes.interpret("crimson triangle").text == "red triangle"
     assert shapes.interpret("navy star").text == "blue star"
-    assert shapes.interpret("silver dots").text == "gray dots"
+    assert shapes.interpret("silver stripes").text == "gray stripes"
     assert shapes.interpret("grey stripes").text == "gray stripes"
-    golden = shapes.interpret("golden ring").replacements[0]                  # a form of the table's "gold"
-    assert (golden.replacement, golden.rule, golden.via) == ("yellow", "colour", "gold")
+    goldish = shapes.interpret("goldish ring").replacements[0]                # a form of the table's "gold"
+    assert (goldish.replacement, goldish.rule, goldish.via) == ("yellow", "colour", "gold")
+    assert shapes.interpret("golden ring").text == "yellow ring"
     assert shapes.interpret("Red Triangles").text == "Red triangle"       # the rest is kept as typed
     assert shapes.interpret("purple crosses").text == "purple cross"
     assert shapes.interpret("green brick").text == "green bricks"
@@ -80,6 +82,37 @@ def test_colour_synonyms_and_word_forms_are_mapped(shapes):
     assert [(r.word, r.replacement, r.rule) for r in interpretation.replacements] == \
         [("crimson", "red", "colour"), ("triangular", "triangle", "form")]
     assert interpretation.unknown == ("sign",) and interpretation.text == "red triangle sign"
+
+
+def test_colour_survey_grounds_everyday_colour_words(minilm, shapes):
+    """Words CSS lacks come from the xkcd survey; a basic colour term is never made another one."""
+    assert shapes.interpret("emerald square").text == "green square"
+    assert shapes.interpret("violet circle").text == "purple circle"
+    assert shapes.interpret("rose star").text == "pink star"
+    assert shapes.interpret("black star").text == "black star"        # black is no dark gray or brown
+    css_only = PhraseNormaliser(vocabulary=SHAPES, embed=minilm.encode,
+                                config=load_phrasing_config(colour_survey=False))
+    assert css_only.interpret("emerald square").text == "emerald square"
+    assert css_only.interpret("crimson square").text == "red square"
+
+
+def test_a_colour_is_read_only_where_a_colour_adjective_stands(shapes):
+    """Survey colours named after things stay things: the head noun, a second colour, an unknown thing."""
+    assert shapes.interpret("green brick wall").text == "green bricks wall"   # not "green brown wall"
+    assert shapes.interpret("sky").text == "sky" and shapes.interpret("blue sky").text == "blue sky"
+    assert shapes.interpret("coffee mug").text == "coffee mug"                # nothing the kit knows
+    assert shapes.interpret("coffee ring").text == "brown ring"
+
+
+def test_colour_table_file_errors_name_the_line(tmp_path):
+    path = tmp_path / "colours.tsv"
+    path.write_text("# comment\nred\t#ff0000\nblue 0000ff\n")
+    with pytest.raises(ValueError, match=r"colours.tsv:3: expected 'name<TAB>#rrggbb'"):
+        read_colour_table(path)
+    path.write_text("# comment\nRed\t#FF0000\n\n")
+    assert read_colour_table(path) == {"red": (255, 0, 0)}
+    survey = read_colour_table(ROOT / "config" / "colours" / "xkcd.tsv")
+    assert len(survey) == 949 and survey["amber"] == (0xfe, 0xb3, 0x08)
 
 
 def test_known_names_and_novel_words_are_left_alone(shapes):

@@ -18,16 +18,21 @@ the same thing; everything else in the name is left as typed:
    >= ``min_similarity``. The shared stem is what keeps genuine novel nouns alone: by similarity
    alone "carrot" would become "vegetable" (cosine 0.74) and "skateboard" "surfboard" (0.61) with the
    COCO seen words; neither shares a stem, so both stay.
-2. Colour (colour words only): a word that names a colour of the CSS colour table that Pillow ships
-   (`PIL.ImageColor.colormap`, 148 names with sRGB values) is placed in CIELAB and given the colour
-   word of the vocabulary that its ``colour_neighbours`` nearest *labelled* table colours vote for
-   (a table name is labelled by the vocabulary colour word it ends with: "darkred" -> red,
-   "lightslategray" -> gray), provided the nearest labelled colour is within ``colour_max_delta_e``
-   (CIE76 ΔE). So "crimson" -> red, "navy" -> blue, "silver" -> gray; a colour far from every
-   vocabulary colour ("black" in a world without black, ΔE 34 to the nearest gray) stays. A
-   colour that is itself a word of the vocabulary is never touched. A word outside the table that
-   is another form of a table name by rule 1 is grounded through it ("golden" -> gold -> yellow);
-   other words are not guessed.
+2. Colour (colour words only): a word that names a colour of the colour table is placed in CIELAB
+   and given the colour word of the vocabulary that its ``colour_neighbours`` nearest *labelled*
+   table colours vote for (a table name is labelled by the vocabulary colour word it ends with:
+   "darkred" -> red, "light grey blue" -> blue), provided the nearest labelled colour is within
+   ``colour_max_delta_e`` (CIE76 ΔE). The table is the CSS table Pillow ships
+   (`PIL.ImageColor.colormap`, 148 names) and, with ``colour_survey`` on, the xkcd colour survey's
+   949 names (config/colours/xkcd.tsv, public domain): what ~200,000 people called colours, so it has
+   the everyday words CSS lacks ("scarlet", "amber", "emerald", "rose", "sage") and gives a word
+   present in both its everyday value ("azure" is sky blue there, near-white in CSS); grey/gray are
+   one word. So "crimson" -> red, "navy" -> blue, "silver" -> gray. A colour that is itself a word
+   of the vocabulary is never touched, and a *basic colour term* (Berlin & Kay's eleven: black,
+   white, gray, red, green, yellow, blue, brown, purple, pink, orange) outside the vocabulary is
+   never made another one: "black" in a world without black names a colour the kit has not seen,
+   not a dark gray. A word outside the table that is another form of a table name by rule 1 is
+   grounded through it ("golden" -> gold -> yellow); other words are not guessed.
 
 A word kept as typed still reaches the text encoder, so "zebra", "coffee mug" or "hexagon" embed
 as before; the rewrite is a no-op for a name whose words are all known (the kit's own names, so
@@ -55,6 +60,10 @@ import yaml
 from zsp_ros.semantics.base import TextEncoder, check_names, l2_normalise
 
 CONFIG_FILE = "phrasing.yaml"
+SURVEY_FILE = "xkcd.tsv"
+# Berlin & Kay's basic colour terms: one is never grounded as another (module docstring, rule 2)
+BASIC_COLOUR_TERMS = frozenset({"black", "white", "gray", "grey", "red", "green", "yellow", "blue", "brown",
+                                "purple", "pink", "orange"})
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
 
 
@@ -68,13 +77,15 @@ class PhrasingConfig:
     colour_max_delta_e: CIE76 ΔE within which the nearest labelled table colour must lie.
     colour_neighbours: labelled table colours that vote for a colour word.
     raw_weight: weight of the typed name's embedding in the blend, in [0, 1).
+    colour_survey: add the xkcd colour survey's names to the colour table (config/colours/xkcd.tsv).
     """
     enabled: bool = True
     min_similarity: float = 0.5
     min_stem: int = 4
     colour_max_delta_e: float = 25.0
-    colour_neighbours: int = 3
+    colour_neighbours: int = 5
     raw_weight: float = 0.0
+    colour_survey: bool = True
 
     def __post_init__(self) -> None:
         for f in fields(self):                  # a YAML/JSON value of the wrong type: say which setting
@@ -154,23 +165,63 @@ def css_colour_table() -> dict[str, tuple[int, int, int]]:
     return {name: ImageColor.getrgb(name)[:3] for name in sorted(ImageColor.colormap)}
 
 
+def survey_table_path() -> Path | None:
+    """config/colours/xkcd.tsv of the source checkout, else of the installed share; None if neither."""
+    candidates = [Path(__file__).resolve().parents[2] / "config" / "colours" / SURVEY_FILE,
+                  Path(sys.prefix) / "share" / "zsp_ros" / "config" / "colours" / SURVEY_FILE]
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def read_colour_table(path: str | Path) -> dict[str, tuple[int, int, int]]:
+    """A ``name<TAB>#rrggbb`` file ('#' lines are comments) -> {name: sRGB}; a malformed line is an
+    error naming the file and line."""
+    table: dict[str, tuple[int, int, int]] = {}
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, _, value = line.partition("\t")
+        if not re.fullmatch(r"#[0-9a-fA-F]{6}", value.strip()) or not name.strip():
+            raise ValueError(f"{path}:{number}: expected 'name<TAB>#rrggbb', got {line!r}")
+        hex_value = value.strip()[1:]
+        table[name.strip().lower()] = (int(hex_value[0:2], 16), int(hex_value[2:4], 16), int(hex_value[4:6], 16))
+    return table
+
+
+def build_colour_table(*, survey: bool = True) -> dict[str, tuple[int, int, int]]:
+    """The colour table of the colour rule: CSS, then (``survey``) the xkcd survey's names over it, each
+    name also under its other grey/gray spelling when that is not a name of its own."""
+    table = css_colour_table()
+    path = survey_table_path() if survey else None
+    if path is not None:
+        table.update(read_colour_table(path))
+    for name in list(table):
+        for a, b in (("grey", "gray"), ("gray", "grey")):
+            table.setdefault(name.replace(a, b), table[name])
+    return table
+
+
 class ColourGrounding:
     """Colour word -> the vocabulary colour word it is a shade of (or None).
 
     Args:
         vocabulary: the known words; those that are table colour names are the targets.
-        table: colour name -> sRGB (default: `css_colour_table`).
+        table: colour name -> sRGB (default: `build_colour_table`).
         max_delta_e, neighbours: `PhrasingConfig.colour_max_delta_e`, ``colour_neighbours``.
     """
 
     def __init__(self, *, vocabulary: Sequence[str], table: Mapping[str, tuple[int, int, int]] | None = None,
                  max_delta_e: float, neighbours: int) -> None:
-        table = css_colour_table() if table is None else dict(table)
+        table = build_colour_table() if table is None else dict(table)
         self.names = sorted(table)
         self.lab = srgb_to_lab(np.array([table[n] for n in self.names], dtype=np.float64).reshape(-1, 3))
-        targets = sorted({w for w in vocabulary if w in table}, key=len, reverse=True)
+        # targets: the vocabulary's colour words. A survey name that is also a thing ("apple", "brick",
+        # "sky", COCO words) is no target: only basic colour terms and CSS names are.
+        css = set(css_colour_table())
+        targets = sorted({w for w in vocabulary if w in table and (w in BASIC_COLOUR_TERMS or w in css)},
+                         key=len, reverse=True)
         # a table colour is labelled by the vocabulary colour word its name ends with (longest first)
         self.labels = [next((t for t in targets if n.endswith(t)), None) for n in self.names]
+        self.targets = frozenset(targets)
         self.max_delta_e = float(max_delta_e)
         self.neighbours = int(neighbours)
         self._vocabulary = set(vocabulary)
@@ -180,6 +231,9 @@ class ColourGrounding:
         outside the vocabulary; None when the word is not a table colour or nothing is close."""
         if word in self._vocabulary or word not in self.names:
             return None
+        if word in BASIC_COLOUR_TERMS:          # only the other spelling of the same basic term
+            other = {"grey": "gray", "gray": "grey"}.get(word)
+            return (other, 0.0) if other in self._vocabulary else None
         own = self.lab[self.names.index(word)]
         rows = [i for i, label in enumerate(self.labels) if label is not None and self.names[i] != word]
         if not rows:
@@ -229,7 +283,7 @@ class PhraseNormaliser:
         vocabulary: the known names (a kit's category names); their words are the known words.
         embed: words -> L2-normalised float32 [N, D] (the kit's text encoder's ``encode``).
         config: the rule's parameters.
-        colour_table: colour name -> sRGB (default: Pillow's CSS table).
+        colour_table: colour name -> sRGB (default: `build_colour_table` per ``config.colour_survey``).
     """
 
     def __init__(self, *, vocabulary: Sequence[str], embed: Callable[[list[str]], np.ndarray],
@@ -243,10 +297,11 @@ class PhraseNormaliser:
         self._embed = embed
         self._vectors: np.ndarray | None = None        # [V, D], embedded on first need
         self.form_rule_problem: str | None = None      # why the word-form rule is off, if it is
-        self.colours = ColourGrounding(vocabulary=self.words, table=colour_table,
+        table = build_colour_table(survey=self.config.colour_survey) if colour_table is None else colour_table
+        self.colours = ColourGrounding(vocabulary=self.words, table=table,
                                        max_delta_e=self.config.colour_max_delta_e,
                                        neighbours=self.config.colour_neighbours)
-        self._cache: dict[str, Replacement | None] = {}
+        self._cache: dict[tuple[str, bool], Replacement | None] = {}
 
     def _stem_candidates(self, word: str, pool: Sequence[str]) -> list[int]:
         """Indices of the ``pool`` words sharing ``word``'s stem (a short pool word must be a whole prefix)."""
@@ -292,11 +347,12 @@ class PhraseNormaliser:
         best = max(bases, key=lambda j: len(pool[candidates[j]])) if bases else max(passing, key=lambda j: float(sims[j]))
         return pool[candidates[best]], float(sims[best])
 
-    def _replace(self, word: str) -> Replacement | None:
-        if word in self._cache:
-            return self._cache[word]
+    def _replace(self, word: str, colour_allowed: bool) -> Replacement | None:
+        key = (word, colour_allowed)
+        if key in self._cache:
+            return self._cache[key]
         found: Replacement | None = None
-        colour = self.colours.ground(word)
+        colour = self.colours.ground(word) if colour_allowed else None
         if colour is not None:                                    # a table colour: "crimson" -> red
             found = Replacement(word, colour[0], "colour", round(colour[1], 2))
         else:
@@ -305,27 +361,44 @@ class PhraseNormaliser:
             form = self._same_word(word, self.words, self._vectors) if self._vectors is not None else None
             if form is not None:                                  # another form: "triangles" -> triangle
                 found = Replacement(word, form[0], "form", round(form[1], 3))
-            elif word not in self.colours.names:                  # a form of a table colour: "golden" -> gold
+            elif colour_allowed and word not in self.colours.names:   # a form of a table colour: "golden" -> gold
                 shade = self._same_word(word, self.colours.names)
                 colour = self.colours.ground(shade[0]) if shade is not None else None
                 if shade is not None and colour is not None:
                     found = Replacement(word, colour[0], "colour", round(colour[1], 2), via=shade[0])
-        self._cache[word] = found
+        self._cache[key] = found
         return found
+
+    def _is_colour_word(self, word: str) -> bool:
+        """A word that names a colour whatever else it could mean: a basic colour term or one of the
+        vocabulary's colour words (`ColourGrounding.targets`)."""
+        return word in BASIC_COLOUR_TERMS or word in self.colours.targets
 
     def interpret(self, name: str) -> Interpretation:
         """Rewrite ``name``: every unknown word that a rule maps is replaced in place (the rest of
-        the text, punctuation included, is kept); a name with no replacement is returned unchanged."""
+        the text, punctuation included, is kept); a name with no replacement is returned unchanged.
+
+        A word is read as a colour only where a colour adjective of a thing the kit knows stands:
+        before the name's last word (the head noun), when no other word of the name is already a
+        colour word, and when another word of the name is a kit word (or a form of one). The colour
+        tables name colours after things ("brick", "coffee", "sky", "chocolate"): in "green brick
+        wall", "coffee mug" or "sky" the word is the thing, not a shade of brown or blue."""
         replacements: list[Replacement] = []
         unknown: list[str] = []
         pieces: list[str] = []
         last = 0
-        lowered = name.lower()
-        for match in _WORD.finditer(lowered):
-            word = match.group(0)
+        matches = list(_WORD.finditer(name.lower()))
+        words = [m.group(0) for m in matches]
+        colour_words = [self._is_colour_word(w) for w in words]
+        kit_words = [w in self._known or (self.config.enabled and self._replace(w, False) is not None)
+                     for w in words]
+        for k, (match, word) in enumerate(zip(matches, words)):
             if word in self._known or not self.config.enabled:
                 continue
-            found = self._replace(word)
+            others = [j for j in range(len(words)) if j != k]
+            colour_allowed = (k < len(words) - 1 and not any(colour_words[j] for j in others)
+                              and any(kit_words[j] for j in others))
+            found = self._replace(word, colour_allowed)
             if found is None:
                 unknown.append(word)
                 continue
