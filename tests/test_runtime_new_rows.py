@@ -161,11 +161,12 @@ def test_far_threshold_is_relative_to_the_kits_names():
     assert far_threshold(spread) == pytest.approx(0.0, abs=1e-6)
 
 
-def _phrasing_registry(kit_dir):
+def _phrasing_registry(kit_dir, **settings):
     from runtime_fakes import FakeTextEncoder
 
     from zsp_ros.semantics.build import with_phrasing
-    encoder = with_phrasing(FakeTextEncoder(), {"vocabulary": ["red circle", "green square", "blue star", "grass"]})
+    encoder = with_phrasing(FakeTextEncoder(), {"vocabulary": ["red circle", "green square", "blue star", "grass"],
+                                                **settings})
     return make_registry(kit_dir, refit_mode="new_rows", encoder=encoder)
 
 
@@ -182,7 +183,23 @@ def test_a_name_read_as_a_known_category_is_refused(kit_dir):
 
 def test_the_report_says_what_a_rewritten_name_was_read_as(kit_dir):
     reg = _phrasing_registry(kit_dir)
-    reg.add(["navy moon", "purple moon"])
+    reg.add(["navy square tile", "green moon"])
     by_name = {r.name: r for r in reg.last_add_report}
-    assert by_name["navy moon"].read_as == "blue moon" and "read as 'blue moon';" in by_name["navy moon"].text()
-    assert by_name["purple moon"].read_as is None
+    assert by_name["navy square tile"].read_as == "blue square tile"
+    assert "read as 'blue square tile';" in by_name["navy square tile"].text()
+    assert by_name["green moon"].read_as is None
+
+
+def test_a_name_with_no_word_the_kit_knows_is_refused_by_name(kit_dir):
+    """Absent-name acceptance: a name the kit cannot recombine from its words is refused, the refusal names
+    it (the rest of the request would pass), and the kit's setting turns the refusal off."""
+    from zsp_ros.runtime.category_requests import CategoryError
+
+    reg = _phrasing_registry(kit_dir)
+    with pytest.raises(CategoryError, match=r"'purple moon' has no word this kit knows \(its names use: blue, "
+                                            r"circle, grass, green, red, square, star\)") as refused:
+        reg.add(["green moon", "purple moon", "coffee mug"])
+    assert set(refused.value.refused) == {"purple moon", "coffee mug"} and reg.version == 1
+    assert [c.name for c in reg.add(["green moon"])] == ["green moon"]
+    lenient = _phrasing_registry(kit_dir, refuse_unknown_names=False)
+    assert [c.name for c in lenient.add(["purple moon"])] == ["purple moon"]

@@ -1,6 +1,7 @@
 """The vocabulary benchmark's aggregation (mean ± std over registry seeds, ratios to canonical) and its Markdown table."""
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -113,4 +114,19 @@ def _phrasing_lines(report: Mapping[str, Any]) -> list[str]:
         rewritten = entry.get("interpreted") or {}
         body = "; ".join(f"{a} -> {b}" for a, b in rewritten.items()) if rewritten else "none"
         lines.append(f"- `{key}`: {body}")
+    refusals = {key: entry["refused"] for key, entry in report["sets"].items() if entry.get("refused")}
+    if refusals:
+        lines += ["", "Names the registry refused (the bench then added the rest, as a user would; a refused "
+                  "paraphrase leaves its category out, a refused absent name claims nothing):", ""]
+        for key, refused in refusals.items():
+            shown = "; ".join(f"{name} ({_short_reason(why)})" for name, why in refused.items())
+            lines.append(f"- `{key}`: {shown}")
     return lines
+
+
+def _short_reason(why: str) -> str:
+    """The gist of a refusal: "no kit word" or "read as 'x'"."""
+    if "has no word this kit knows" in why:
+        return "no kit word"
+    match = re.search(r"is read as '([^']*)'", why)
+    return f"read as '{match.group(1)}'" if match else why

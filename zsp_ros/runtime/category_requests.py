@@ -16,7 +16,15 @@ MAX_NAMES_PER_REQUEST = 256
 
 
 class CategoryError(ValueError):
-    """A rejected add/remove request; the message is meant for the user (service response, CLI)."""
+    """A rejected add/remove request; the message is meant for the user (service response, CLI).
+
+    ``refused``: {name: reason} when the request was refused because of particular names (the rest
+    of the request would be accepted without them); empty otherwise.
+    """
+
+    def __init__(self, message: str, refused: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.refused = dict(refused or {})
 
 
 def validate_names(names: Sequence[str], isthing: bool | Sequence[bool] | None,

@@ -87,6 +87,7 @@ from zsp_ros.runtime.category_requests import (
 from zsp_ros.runtime.name_report import NameReport, far_threshold, name_reports
 from zsp_ros.runtime.state_store import MemoryStateStore, RegistryState, StateStore
 from zsp_ros.semantics.build import build_text_encoder, with_phrasing
+from zsp_ros.semantics.phrasing import Interpretation
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -354,8 +355,9 @@ class CategoryRegistry:
             state = self._state
             names, flags = validate_names(names, isthing, state.categories)
             validate_added_count(len(names), state.categories, self.max_added_categories)
-            readings = self._readings(names)
-            self._refuse_rereadings(names, readings, state.categories)
+            interpretations = self._interpretations(names)
+            readings = [i.text if i is not None else n for n, i in zip(names, interpretations)]
+            self._refuse_names(names, interpretations, readings, state.categories)
             try:
                 text = torch.from_numpy(np.asarray(self.text_encoder.encode(names), dtype=np.float32))
             except (ValueError, TypeError, KeyError) as exc:   # e.g. a word outside a fixed vocabulary
@@ -382,32 +384,38 @@ class CategoryRegistry:
             self.last_add_report = self._report(state, names, readings, ids, text, synthetic, syn_ids)
             return list(new)
 
-    def _readings(self, names: Sequence[str]) -> builtins.list[str]:
-        """What the text encoder embeds for each name: a phrasing encoder (zsp_ros.semantics.phrasing) may
-        rewrite it; any other encoder embeds the name as given."""
+    def _interpretations(self, names: Sequence[str]) -> builtins.list[Interpretation | None]:
+        """What a phrasing encoder (zsp_ros.semantics.phrasing) makes of each name; None per name for
+        any other encoder (it embeds the name as given)."""
         interpret = getattr(self.text_encoder, "interpret", None)
-        return [i.text for i in interpret(list(names))] if callable(interpret) else list(names)
+        return list(interpret(list(names))) if callable(interpret) else [None] * len(names)
 
-    @staticmethod
-    def _refuse_rereadings(names: Sequence[str], readings: Sequence[str], categories: CategorySet) -> None:
-        """CategoryError when a new name is read as a known category's name or as another new name
-        ("crimson circle" -> "red circle"): the two would be the same category twice."""
-        problems: builtins.list[str] = []
+    def _refuse_names(self, names: Sequence[str], interpretations: Sequence[Interpretation | None],
+                      readings: Sequence[str], categories: CategorySet) -> None:
+        """CategoryError (with ``refused`` per name) when a new name is read as a known category's name or
+        as another new name ("crimson circle" -> "red circle": the same category twice), or when the
+        phrasing encoder refuses it (a name with no word the kit knows: `PhrasingEncoder.refusal`)."""
+        refused: dict[str, str] = {}
         seen_here: dict[str, str] = {}
-        for name, reading in zip(names, readings):
+        refusal = getattr(self.text_encoder, "refusal", None)
+        for name, interpretation, reading in zip(names, interpretations, readings):
+            why = refusal(interpretation) if callable(refusal) and interpretation is not None else None
+            if why is not None:
+                refused[name] = why
+                continue
             if reading.casefold() == name.casefold():
                 seen_here.setdefault(reading.casefold(), name)
                 continue
             known = categories.get(reading)
             if known is not None:
-                problems.append(f"{name!r} is read as {reading!r}, already a category (id {known.id})")
+                refused[name] = f"{name!r} is read as {reading!r}, already a category (id {known.id})"
             elif reading.casefold() in seen_here:
-                problems.append(f"{name!r} is read as {reading!r}, like {seen_here[reading.casefold()]!r} "
-                                f"in the same request")
+                refused[name] = (f"{name!r} is read as {reading!r}, like {seen_here[reading.casefold()]!r} "
+                                 f"in the same request")
             else:
                 seen_here[reading.casefold()] = name
-        if problems:
-            raise CategoryError("; ".join(problems))
+        if refused:
+            raise CategoryError("; ".join(refused.values()), refused=refused)
 
     def _report(self, before: RegistryState, names: Sequence[str], readings: Sequence[str], ids: Sequence[int],
                 text: torch.Tensor, synthetic: torch.Tensor, synthetic_ids: torch.Tensor) -> builtins.list[NameReport]:
