@@ -207,3 +207,21 @@ def test_settings_of_the_wrong_type_are_named(settings, message):
 
     with pytest.raises(ValueError, match=message):
         PhrasingConfig.from_mapping(settings)
+
+
+class _ImageAligned(_Table):
+    image_aligned = True
+
+
+def test_unknown_names_are_refused_only_for_text_only_encoders():
+    """A plain sentence encoder's kit refuses a name with no kit word; a CLIP-like (image-aligned) one does not
+    unless its settings say so."""
+    vocabulary = ["red circle", "blue circle"]
+    plain = with_phrasing(_Table(), {"vocabulary": vocabulary})
+    aligned = with_phrasing(_ImageAligned(), {"vocabulary": vocabulary})
+    strict = with_phrasing(_ImageAligned(), {"vocabulary": vocabulary, "refuse_unknown_names": True})
+    for encoder in (plain, aligned, strict):
+        assert encoder.refusal(encoder.interpret(["navy circle"])[0]) is None
+    assert "has no word this kit knows" in plain.refusal(plain.interpret(["zebra"])[0])
+    assert aligned.refusal(aligned.interpret(["zebra"])[0]) is None
+    assert strict.refusal(strict.interpret(["zebra"])[0]) is not None

@@ -14,10 +14,15 @@ import numpy as np
 
 
 class TextEncoder(abc.ABC):
-    """Category names -> L2-normalised float32 vectors [N, D]."""
+    """Category names -> L2-normalised float32 vectors [N, D].
+
+    ``image_aligned``: the text space was trained against images (CLIP), so a novel noun lands near
+    what looks like it; a plain sentence encoder (MiniLM) places words by how they are used in text.
+    """
 
     identifier: str
     dim: int
+    image_aligned: bool = False
 
     @abc.abstractmethod
     def _encode(self, names: list[str]) -> np.ndarray:

@@ -15,7 +15,8 @@ trained on, i.e. its seen category names) and optionally any setting of config/p
 encoder is then wrapped in a `PhrasingEncoder` that rewrites a new name's words toward that
 vocabulary before encoding (zsp_ros/semantics/phrasing.py). A kit asks for it through its manifest
 (``text_encoder.kwargs.phrasing``), which the registry passes here; without ``vocabulary`` there is
-nothing to rewrite toward and the plain encoder is returned.
+nothing to rewrite toward and the plain encoder is returned. For an image-aligned encoder (CLIP) the
+rewrite does not refuse names with no kit word (``refuse_unknown_names`` defaults to false there).
 """
 from __future__ import annotations
 
@@ -76,6 +77,10 @@ def with_phrasing(encoder: TextEncoder, phrasing: Mapping[str, Any] | None) -> T
         raise ValueError(f"phrasing must be a mapping, got {type(phrasing).__name__}")
     settings = dict(phrasing)
     vocabulary = settings.pop("vocabulary", None)
+    if getattr(encoder, "image_aligned", False):
+        # CLIP places a novel noun ("cow", "giraffe") near what looks like it: that is what PADing's zero-shot
+        # rests on, so a name with no word of the kit's names is not refused unless the kit says so
+        settings.setdefault("refuse_unknown_names", False)
     config = load_phrasing_config(**settings)
     if not vocabulary or not config.enabled:
         return encoder

@@ -78,6 +78,8 @@ class ClipTextEncoder(TextEncoder):
         FileNotFoundError: the weights file is absent (the message says where to put it).
     """
 
+    image_aligned = True
+
     def __init__(self, *, weights: str | os.PathLike | None = None, model_name: str = "ViT-B-16",
                  templates: Sequence[str] = PADING_TEMPLATES, device: str = "cpu",
                  batch_size: int = 256, quick_gelu: bool | None = None) -> None:
