@@ -21,6 +21,18 @@ stamp_of_inputs() {
      msg/CMakeLists.txt msg/package.xml msg/msg/*.msg msg/srv/*.srv) | sha256sum | cut -d' ' -f1
 }
 
+# WordNet (Debian's wordnet-base) feeds the phrasing rewrite's lexicon rule (zsp_ros/semantics/lexicon.py).
+# Optional: without it that one rule is off. Installed here when this user may (root with apt-get).
+if [[ -z "${ZSP_WORDNET_DIR:-}" && ! -f /usr/share/wordnet/index.noun ]]; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    log "installing WordNet (apt-get install wordnet-base)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base >/dev/null; } \
+      || log "warning: could not install wordnet-base: the phrasing lexicon rule stays off"
+  else
+    log "note: WordNet not installed (sudo apt-get install wordnet-base): the phrasing lexicon rule stays off"
+  fi
+fi
+
 want="$(stamp_of_inputs)"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" && -x "$VENV/bin/python" ]]; then
   exit 0

@@ -12,6 +12,7 @@ import platform
 import sys
 from typing import Callable
 
+from zsp_ros.semantics.lexicon import ENV_DIR, find_wordnet
 from zsp_ros.semantics.minilm import find_minilm_dir
 
 PROBE_NAME = "zsp doctor probe"      # the name `--kit` adds (zsp_ros/cli/doctor_kit.py)
@@ -45,6 +46,13 @@ def _minilm() -> str:
     return f"present ({find_minilm_dir()})"
 
 
+def _wordnet() -> str:
+    root = find_wordnet()
+    if root is None:
+        raise FileNotFoundError(f"no WordNet database (apt-get install wordnet-base, or set {ENV_DIR})")
+    return f"present ({root})"
+
+
 def _tensorrt() -> str:
     import tensorrt
     return tensorrt.__version__
@@ -58,6 +66,7 @@ CHECKS: list[tuple[str, Callable[[], str], str]] = [
     ("tensorrt", _tensorrt, "the TensorRT backend and `zsp engine build` (export to ONNX still works)"),
     ("open_clip", lambda: _version("open_clip"), "the CLIP text encoder (COCO path)"),
     ("MiniLM text model", _minilm, "the offline default text encoder: adding categories by name"),
+    ("WordNet", _wordnet, "the phrasing rewrite's lexicon rule ('orange pentagram' -> 'orange star')"),
     ("pycocotools", lambda: _version("pycocotools"), "zsp synth instance JSON and zsp eval instance"),
     ("rclpy", _rclpy, "the ROS 2 node, zsp demo and the end-to-end tests"),
     ("zsp_msgs", _zsp_msgs, "the ROS 2 node's messages and services (run tools/setup_env.sh)"),

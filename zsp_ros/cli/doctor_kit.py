@@ -77,6 +77,10 @@ def _bank(kit: ModelKit) -> str:
 
 
 def _add(kit: ModelKit, encoder: Any, probe: str) -> str:
+    if probe == PROBE_NAME and len(kit.categories):
+        # the default probe carries a kit category's words: a kit whose phrasing refuses names with no word
+        # it knows (zsp_ros/semantics/phrasing.py) would refuse the bare probe
+        probe = f"{PROBE_NAME} {kit.categories.names[0]}"
     registry = build_registry(kit, text_encoder=encoder, warm_up=True, writer_nice=None)
     try:
         t0 = time.perf_counter()

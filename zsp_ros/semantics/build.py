@@ -16,7 +16,8 @@ encoder is then wrapped in a `PhrasingEncoder` that rewrites a new name's words 
 vocabulary before encoding (zsp_ros/semantics/phrasing.py). A kit asks for it through its manifest
 (``text_encoder.kwargs.phrasing``), which the registry passes here; without ``vocabulary`` there is
 nothing to rewrite toward and the plain encoder is returned. For an image-aligned encoder (CLIP) the
-rewrite does not refuse names with no kit word (``refuse_unknown_names`` defaults to false there).
+rewrite does not refuse names with no kit word and uses no lexicon (``refuse_unknown_names`` and
+``lexicon`` default to false there).
 """
 from __future__ import annotations
 
@@ -81,6 +82,7 @@ def with_phrasing(encoder: TextEncoder, phrasing: Mapping[str, Any] | None) -> T
         # CLIP places a novel noun ("cow", "giraffe") near what looks like it: that is what PADing's zero-shot
         # rests on, so a name with no word of the kit's names is not refused unless the kit says so
         settings.setdefault("refuse_unknown_names", False)
+        settings.setdefault("lexicon", False)        # and it knows what "pentagram" looks like
     config = load_phrasing_config(**settings)
     if not vocabulary or not config.enabled:
         return encoder

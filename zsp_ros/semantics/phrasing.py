@@ -34,6 +34,17 @@ the same thing; everything else in the name is left as typed:
    not a dark gray. A word outside the table that is another form of a table name by rule 1 is
    grounded through it ("golden" -> gold -> yellow); other words are not guessed.
 
+3. Lexicon (with ``lexicon`` on and WordNet installed, zsp_ros/semantics/lexicon.py): a word no rule
+   above maps is looked up in WordNet: a base form of it that is a base form of a vocabulary word
+   ("dotted" -> dot -> "dots"), else, sense by sense in WordNet's order, a synonym or a direct
+   hypernym that is (a noun form of) a vocabulary word ("pentagram" is-a star, "disc" is-a circle,
+   "hoop" = ring). Only in a name with another kit word: a lone novel noun is a new category, not a
+   kind of a known one ("bus" is-a car, "cardboard" is-a paper and "couch" is-a bed in WordNet, and
+   COCO's zero-shot splits hold exactly such nouns). Never a relative further up or down the tree
+   (hyponyms would name everything under "shape"). A vocabulary colour word reached this way obeys
+   the colour rule's position ("cyan heart" stays: cyan is-a blue, but "heart" is no kit word).
+   Off by default for image-aligned encoders (CLIP knows what "pentagram" looks like).
+
 A word kept as typed still reaches the text encoder, so "zebra", "coffee mug" or "hexagon" embed
 as before; the rewrite is a no-op for a name whose words are all known (the kit's own names, so
 the kit's stored text embeddings are reproduced exactly).
@@ -58,6 +69,7 @@ import numpy as np
 import yaml
 
 from zsp_ros.semantics.base import TextEncoder, check_names, l2_normalise
+from zsp_ros.semantics.lexicon import Lexicon, find_wordnet
 
 CONFIG_FILE = "phrasing.yaml"
 SURVEY_FILE = "xkcd.tsv"
@@ -65,6 +77,9 @@ SURVEY_FILE = "xkcd.tsv"
 BASIC_COLOUR_TERMS = frozenset({"black", "white", "gray", "grey", "red", "green", "yellow", "blue", "brown",
                                 "purple", "pink", "orange"})
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
+# two words rewritten to the same kit word are said once: "blue round disc" -> "blue circle", not
+# "blue circle circle" (on the dev set the doubled word cost that category half its PQ)
+_REPEATED_WORD = re.compile(r"\b(\w+)(?:[\s-]+\1\b)+", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -82,6 +97,8 @@ class PhrasingConfig:
         rewrite) is a vocabulary word. Right for a kit whose generator only recombines the words of
         its names (the synthetic kit, MiniLM); wrong for CLIP kits, whose text space places novel
         nouns ("cow", "giraffe") usefully: their manifests turn phrasing off or set this false.
+    lexicon: rule 3, WordNet synonyms and hypernyms (zsp_ros/semantics/lexicon.py), when WordNet's
+        files are installed (off otherwise).
     """
     enabled: bool = True
     min_similarity: float = 0.5
@@ -91,6 +108,7 @@ class PhrasingConfig:
     raw_weight: float = 0.0
     colour_survey: bool = True
     refuse_unknown_names: bool = True
+    lexicon: bool = True
 
     def __post_init__(self) -> None:
         for f in fields(self):                  # a YAML/JSON value of the wrong type: say which setting
@@ -258,8 +276,9 @@ class ColourGrounding:
 # ------------------------------------------------------------------------------------- rewriting
 @dataclass(frozen=True)
 class Replacement:
-    """One rewritten word: ``rule`` "form" (score = cosine) or "colour" (score = ΔE; ``via``: the table
-    colour the word is a form of, when it is not itself a table name)."""
+    """One rewritten word: ``rule`` "form" (score = cosine), "colour" (score = ΔE; ``via``: the table
+    colour the word is a form of, when it is not itself a table name) or "lexicon" (score = WordNet
+    sense rank; ``via``: the relation, e.g. "pentagram is-a star")."""
     word: str
     replacement: str
     rule: str
@@ -295,7 +314,8 @@ class PhraseNormaliser:
 
     def __init__(self, *, vocabulary: Sequence[str], embed: Callable[[list[str]], np.ndarray],
                  config: PhrasingConfig | None = None,
-                 colour_table: Mapping[str, tuple[int, int, int]] | None = None) -> None:
+                 colour_table: Mapping[str, tuple[int, int, int]] | None = None,
+                 lexicon: Lexicon | None = None) -> None:
         self.config = config or PhrasingConfig()
         self.words = vocabulary_words(check_names(vocabulary))
         if not self.words:
@@ -308,7 +328,12 @@ class PhraseNormaliser:
         self.colours = ColourGrounding(vocabulary=self.words, table=table,
                                        max_delta_e=self.config.colour_max_delta_e,
                                        neighbours=self.config.colour_neighbours)
-        self._cache: dict[tuple[str, bool], Replacement | None] = {}
+        self._cache: dict[tuple[str, bool, bool], Replacement | None] = {}
+        if lexicon is None and self.config.lexicon:
+            root = find_wordnet()
+            lexicon = Lexicon(root) if root is not None else None
+        self.lexicon = lexicon if self.config.lexicon else None
+        self._lexicon_targets: dict[str, str] | None = None   # base form -> vocabulary word, built on first need
 
     def _stem_candidates(self, word: str, pool: Sequence[str]) -> list[int]:
         """Indices of the ``pool`` words sharing ``word``'s stem (a short pool word must be a whole prefix)."""
@@ -354,8 +379,10 @@ class PhraseNormaliser:
         best = max(bases, key=lambda j: len(pool[candidates[j]])) if bases else max(passing, key=lambda j: float(sims[j]))
         return pool[candidates[best]], float(sims[best])
 
-    def _replace(self, word: str, colour_allowed: bool) -> Replacement | None:
-        key = (word, colour_allowed)
+    def _replace(self, word: str, colour_allowed: bool, in_context: bool = False) -> Replacement | None:
+        """Rules 1-3 for one word (module docstring). ``colour_allowed``: the word stands where a colour
+        adjective would; ``in_context``: another word of the name is a kit word (rule 3 needs it)."""
+        key = (word, colour_allowed, in_context)
         if key in self._cache:
             return self._cache[key]
         found: Replacement | None = None
@@ -373,8 +400,38 @@ class PhraseNormaliser:
                 colour = self.colours.ground(shade[0]) if shade is not None else None
                 if shade is not None and colour is not None:
                     found = Replacement(word, colour[0], "colour", round(colour[1], 2), via=shade[0])
+            if found is None and self.lexicon is not None and in_context:  # WordNet: "pentagram" is-a star
+                found = self._lexicon_word(word, colour_allowed)
         self._cache[key] = found
         return found
+
+    def _lexicon_word(self, word: str, colour_allowed: bool) -> Replacement | None:
+        """Rule 3 (module docstring): the vocabulary word that a base form, a synonym or a direct hypernym
+        of ``word`` is (a base form of); ``score`` = WordNet sense rank, ``via`` = the relation."""
+        assert self.lexicon is not None
+        if self._lexicon_targets is None:
+            targets: dict[str, str] = {}
+            for known in self.words:                 # a kit word's noun forms: "dots" -> dot
+                for form in [known, *self.lexicon.base_forms(known, ("noun",))]:
+                    targets.setdefault(form, known)
+            self._lexicon_targets = targets
+        targets = self._lexicon_targets
+
+        def usable(known: str) -> bool:
+            return colour_allowed or not self._is_colour_word(known)
+
+        bases = self.lexicon.base_forms(word)
+        for base in bases:
+            if base in targets and usable(targets[base]):
+                return Replacement(word, targets[base], "lexicon", 0.0, via=f"base form {base}")
+        for base in bases:
+            for sense in self.lexicon.senses(base):
+                for relation, related in (("synonym", sense.synonyms), ("is-a", sense.hypernyms)):
+                    hit = next((w for w in related if w in targets and usable(targets[w])), None)
+                    if hit is not None:
+                        return Replacement(word, targets[hit], "lexicon", float(sense.rank),
+                                           via=f"{base} {relation} {hit}")
+        return None
 
     def _is_colour_word(self, word: str) -> bool:
         """A word that names a colour whatever else it could mean: a basic colour term or one of the
@@ -383,7 +440,8 @@ class PhraseNormaliser:
 
     def interpret(self, name: str) -> Interpretation:
         """Rewrite ``name``: every unknown word that a rule maps is replaced in place (the rest of
-        the text, punctuation included, is kept); a name with no replacement is returned unchanged.
+        the text, punctuation included, is kept; a word then repeated next to itself is said once); a
+        name with no replacement is returned unchanged.
 
         A word is read as a colour only where a colour adjective of a thing the kit knows stands:
         before the name's last word (the head noun), when no other word of the name is already a
@@ -403,16 +461,16 @@ class PhraseNormaliser:
             if word in self._known or not self.config.enabled:
                 continue
             others = [j for j in range(len(words)) if j != k]
-            colour_allowed = (k < len(words) - 1 and not any(colour_words[j] for j in others)
-                              and any(kit_words[j] for j in others))
-            found = self._replace(word, colour_allowed)
+            in_context = any(kit_words[j] for j in others)
+            colour_allowed = k < len(words) - 1 and not any(colour_words[j] for j in others) and in_context
+            found = self._replace(word, colour_allowed, in_context)
             if found is None:
                 unknown.append(word)
                 continue
             replacements.append(found)
             pieces += [name[last:match.start()], found.replacement]
             last = match.end()
-        text = "".join(pieces) + name[last:] if replacements else name
+        text = _REPEATED_WORD.sub(r"\1", "".join(pieces) + name[last:]) if replacements else name
         return Interpretation(name=name, text=text, replacements=tuple(replacements), unknown=tuple(unknown),
                               kit_words=tuple(w for w in words_of(text) if w in self._known))
 

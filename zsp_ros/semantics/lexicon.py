@@ -1,0 +1,145 @@
+"""An offline English lexicon: WordNet 3.0's noun synonyms and hypernyms, read from its database files.
+
+Why. The phrasing rewrite (zsp_ros.semantics.phrasing) grounds a user's word in the words of a kit's
+category names. Word forms and colours are covered by its first two rules; a shape or texture named
+by another noun is not: the offline sentence encoder puts "pentagram" nearer "circle" than "star"
+and "disc" nearer "ring" than "circle" (README, "Phrasing"). WordNet says what a noun *is*
+("pentagram": a star with 5 points, is-a star; "disc": a flat circular plate, is-a circle), which is
+exactly the relation needed to name it with a kit word.
+
+What. `Lexicon` answers, for a word, its base forms (WordNet's "morphy": exception lists, then
+suffix rules, for nouns, verbs and adjectives: "dotted" -> dot, "wedges" -> wedge) and, per noun
+sense in WordNet's order (most frequent first), the sense's synonyms and its direct hypernyms.
+Nothing else of WordNet is used.
+
+Where. The database files of Debian's ``wordnet-base`` package (/usr/share/wordnet: index.noun,
+data.noun, index.verb, index.adj and the .exc lists), or the folder named by ``ZSP_WORDNET_DIR``.
+`find_wordnet` returns None when neither exists: the rule that uses it is then off (``zsp doctor``
+says so). Files are read lazily; one noun index (~118k lemmas) is held in memory, data lines are
+read by offset.
+
+Format (WordNet's wndb(5)): an index line is ``lemma pos synset_cnt p_cnt [ptr_symbol]*p_cnt
+sense_cnt tagsense_cnt synset_offset*synset_cnt``; a data line at byte ``synset_offset`` is
+``offset lex_filenum ss_type w_cnt(hex) [word lex_id]*w_cnt p_cnt [symbol offset pos source/target]*p_cnt ... | gloss``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DIRS = ("/usr/share/wordnet", "/usr/local/share/wordnet")
+ENV_DIR = "ZSP_WORDNET_DIR"
+POS_FILES = {"noun": "noun", "verb": "verb", "adj": "adj"}
+HYPERNYM_SYMBOLS = ("@", "@i")          # hypernym, instance hypernym
+# morphy's detachment rules (suffix, replacement) per part of speech
+SUFFIX_RULES = {
+    "noun": (("s", ""), ("ses", "s"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", "sh"),
+             ("men", "man"), ("ies", "y")),
+    "verb": (("s", ""), ("ies", "y"), ("es", "e"), ("es", ""), ("ed", "e"), ("ed", ""), ("ing", "e"), ("ing", "")),
+    "adj": (("er", ""), ("est", ""), ("er", "e"), ("est", "e")),
+}
+REQUIRED_FILES = ("index.noun", "data.noun", "index.verb", "index.adj", "noun.exc", "verb.exc", "adj.exc")
+
+
+def find_wordnet() -> Path | None:
+    """The WordNet database folder: ``$ZSP_WORDNET_DIR`` if set, else the first of `DEFAULT_DIRS` holding
+    every file of `REQUIRED_FILES`; None when there is none."""
+    named = os.environ.get(ENV_DIR)
+    for folder in ([named] if named else list(DEFAULT_DIRS)):
+        path = Path(folder)
+        if all((path / f).is_file() for f in REQUIRED_FILES):
+            return path
+    return None
+
+
+@dataclass(frozen=True)
+class Sense:
+    """One noun sense: ``rank`` (0 = WordNet's most frequent sense of the lemma), its ``synonyms``
+    (lower case, spaces for underscores) and the words of its direct ``hypernyms``."""
+    rank: int
+    synonyms: tuple[str, ...]
+    hypernyms: tuple[str, ...]
+
+
+class Lexicon:
+    """WordNet 3.0 nouns (module docstring). ``root``: the database folder (see `find_wordnet`).
+
+    Raises:
+        FileNotFoundError: a database file is missing (the message names it).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        missing = [f for f in REQUIRED_FILES if not (self.root / f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{self.root}: not a WordNet database folder (missing {', '.join(missing)}; "
+                                    f"Debian/Ubuntu: apt-get install wordnet-base)")
+        self._index: dict[str, dict[str, tuple[int, ...]]] = {}
+        self._exceptions: dict[str, dict[str, tuple[str, ...]]] = {}
+
+    def _lemmas(self, pos: str) -> dict[str, tuple[int, ...]]:
+        """lemma -> synset offsets (sense order) of ``pos``, read on first use."""
+        if pos not in self._index:
+            table: dict[str, tuple[int, ...]] = {}
+            with open(self.root / f"index.{POS_FILES[pos]}", encoding="latin-1") as fh:
+                for number, line in enumerate(fh, 1):
+                    if line.startswith(" "):            # the licence header
+                        continue
+                    fields = line.split()
+                    try:
+                        pointers = int(fields[3])
+                        table[fields[0]] = tuple(int(o) for o in fields[4 + pointers + 2:])
+                    except (IndexError, ValueError):
+                        raise ValueError(f"{self.root}/index.{pos}:{number}: malformed index line") from None
+            self._index[pos] = table
+        return self._index[pos]
+
+    def _exception_list(self, pos: str) -> dict[str, tuple[str, ...]]:
+        if pos not in self._exceptions:
+            table: dict[str, tuple[str, ...]] = {}
+            with open(self.root / f"{POS_FILES[pos]}.exc", encoding="latin-1") as fh:
+                for line in fh:
+                    fields = line.split()
+                    if len(fields) >= 2:
+                        table[fields[0]] = tuple(fields[1:])
+            self._exceptions[pos] = table
+        return self._exceptions[pos]
+
+    def base_forms(self, word: str, parts: tuple[str, ...] = ("noun", "verb", "adj")) -> list[str]:
+        """Lemmas of ``word`` (lower case; spaces as in "plus sign") as each part of speech of ``parts``, in
+        that order, without repeats: the word itself when it is a lemma, its exception-list bases, then
+        suffix-rule bases that are lemmas ("dotted" -> dot, "spots" -> spot)."""
+        key = word.lower().replace(" ", "_")
+        found: list[str] = []
+        for pos in parts:
+            lemmas = self._lemmas(pos)
+            candidates = [key, *self._exception_list(pos).get(key, ())]
+            candidates += [key[:len(key) - len(s)] + r for s, r in SUFFIX_RULES[pos] if key.endswith(s)]
+            found += [c for c in candidates if c in lemmas]
+        return list(dict.fromkeys(c.replace("_", " ") for c in found))
+
+    def _synset(self, offset: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """(words, direct noun hypernym offsets) of the noun synset at ``offset`` of data.noun."""
+        with open(self.root / "data.noun", "rb") as fh:
+            fh.seek(offset)
+            line = fh.readline().decode("latin-1")
+        fields = line.partition("|")[0].split()
+        if not fields or int(fields[0]) != offset:
+            raise ValueError(f"{self.root}/data.noun: no synset at offset {offset}")
+        count = int(fields[3], 16)
+        words = tuple(fields[4 + 2 * i].split("(")[0].lower().replace("_", " ") for i in range(count))
+        k = 4 + 2 * count
+        pointers = int(fields[k])
+        hypernyms = tuple(int(fields[k + 2 + 4 * i]) for i in range(pointers)
+                          if fields[k + 1 + 4 * i] in HYPERNYM_SYMBOLS and fields[k + 3 + 4 * i] == "n")
+        return words, hypernyms
+
+    def senses(self, lemma: str) -> list[Sense]:
+        """The noun senses of ``lemma`` (a base form), most frequent first; [] when it is no noun."""
+        out = []
+        for rank, offset in enumerate(self._lemmas("noun").get(lemma.lower().replace(" ", "_"), ())):
+            words, hypernym_offsets = self._synset(offset)
+            hypernyms = tuple(w for h in hypernym_offsets for w in self._synset(h)[0])
+            out.append(Sense(rank=rank, synonyms=words, hypernyms=hypernyms))
+        return out
