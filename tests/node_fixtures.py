@@ -84,7 +84,7 @@ def make_quadrant_kit(root: Path, *, fit_kwargs: dict[str, Any] | None = None) -
     ``fit_kwargs``: the kit's runtime refit settings (default SLOW_FIT, an add of about a second)."""
     from runtime_fakes import GENERATOR_CONFIG, SEEN, FakeTextEncoder, QuadrantNetwork, make_generator, make_kit
 
-    from zsp_ros.kit.model_kit import load_kit, save_kit
+    from zsp_ros.kit.model_kit import MANIFEST, load_kit, save_kit
 
     base = load_kit(make_kit(root / "base"))
     encoder, generator = FakeTextEncoder(), make_generator(0)
@@ -96,13 +96,19 @@ def make_quadrant_kit(root: Path, *, fit_kwargs: dict[str, Any] | None = None) -
             noise = generator.sample_noise(64, generator=torch.Generator().manual_seed(q))
             network.embeds[q] = generator(text[q:q + 1].expand(64, -1), noise).mean(0)
         network.embeds[3] = 0.01 * torch.randn(network.embeds.shape[1], generator=torch.Generator().manual_seed(9))
-    return save_kit(root / "kit", model_config={"name": "quadrant-test"}, network_state=network.state_dict(),
-                    head_weight=base.head_weight, head_bias=base.head_bias, generator_config=GENERATOR_CONFIG,
-                    generator_state=base.generator_state_dict(), bank_embeds=base.bank_embeds,
-                    bank_category_ids=base.bank_category_ids, text_embeds=base.text_embeds, categories=SEEN,
-                    text_encoder_id=encoder.identifier, text_encoder_dim=encoder.dim, short_side=64,
-                    max_long_side=128, runtime={"synthetic_per_category": 16,
-                                                "fit_kwargs": SLOW_FIT if fit_kwargs is None else fit_kwargs})
+    kit = save_kit(root / "kit", model_config={"name": "quadrant-test"}, network_state=network.state_dict(),
+                   head_weight=base.head_weight, head_bias=base.head_bias, generator_config=GENERATOR_CONFIG,
+                   generator_state=base.generator_state_dict(), bank_embeds=base.bank_embeds,
+                   bank_category_ids=base.bank_category_ids, text_embeds=base.text_embeds, categories=SEEN,
+                   text_encoder_id=encoder.identifier, text_encoder_dim=encoder.dim, short_side=64,
+                   max_long_side=128, runtime={"synthetic_per_category": 16,
+                                               "fit_kwargs": SLOW_FIT if fit_kwargs is None else fit_kwargs})
+    # the fake encoder embeds any string, and these tests add arbitrary names ("burst a", "grüner stern"):
+    # the kit accepts names with no word of its three names (the refusal is tested in test_runtime_new_rows)
+    manifest = json.loads((kit / MANIFEST).read_text())
+    manifest["text_encoder"].setdefault("kwargs", {})["phrasing"] = {"refuse_unknown_names": False}
+    (kit / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return kit
 
 
 def node_args(namespace: str, **overrides: Any) -> list[str]:
