@@ -98,6 +98,7 @@ def test_lexicon_rule_names_a_word_with_a_kit_word(tiny):
     assert interpretation.text == "red star"
     rule, = interpretation.replacements
     assert (rule.rule, rule.via) == ("lexicon", "pentagram is-a star")
+    assert interpretation.explanation == "WordNet: pentagram is-a star"
     assert normaliser.interpret("green disc").text == "green circle"
     assert normaliser.interpret("green disc circle").text == "green circle"      # a repeat is said once
     assert normaliser.interpret("red dotted floor").text == "red dots floor"     # base form: dotted -> dot

@@ -42,7 +42,7 @@ class NameReport:
             seen categories whose real embeddings it claims (share of that category's bank rows).
         far: True when the name is farther from every known name than the kit's names usually are.
         read_as: what the text encoder embedded when it rewrote the name (zsp_ros.semantics.phrasing),
-            else None.
+            else None; because: why it was rewritten so ("WordNet: pentagram is-a star"), or "".
     """
     name: str
     category_id: int
@@ -51,6 +51,7 @@ class NameReport:
     confused_with: tuple[tuple[str, float], ...]
     far: bool
     read_as: str | None = None
+    because: str = ""
 
     @property
     def warning(self) -> str | None:
@@ -64,9 +65,10 @@ class NameReport:
         return "; ".join(parts) or None
 
     def text(self) -> str:
-        """One line: ``'name' (id N):[ read as 'x';] nearest 'a' 0.81, 'b' 0.64[; warning: ...]``."""
+        """One line: ``'name' (id N):[ read as 'x' (why);] nearest 'a' 0.81, 'b' 0.64[; warning: ...]``."""
         near = ", ".join(f"'{n}' {s:.2f}" for n, s in self.nearest) or "none"
-        read = "" if self.read_as is None else f" read as '{self.read_as}';"
+        because = f" ({self.because})" if self.because else ""
+        read = "" if self.read_as is None else f" read as '{self.read_as}'{because};"
         line = f"'{self.name}' (id {self.category_id}):{read} nearest {near}"
         warning = self.warning
         return line if warning is None else f"{line}; warning: {warning}"
@@ -84,7 +86,8 @@ def name_reports(*, names: Sequence[str], ids: Sequence[int], text: torch.Tensor
                  known_text: torch.Tensor, synthetic: torch.Tensor, synthetic_ids: torch.Tensor,
                  category_names: Sequence[str], category_ids: Sequence[int], weight: torch.Tensor,
                  bias: torch.Tensor, bank_embeds: torch.Tensor, bank_ids: torch.Tensor, bank_lse: torch.Tensor,
-                 far_below: float, read_as: Sequence[str] | None = None) -> list[NameReport]:
+                 far_below: float, read_as: Sequence[str] | None = None,
+                 because: Sequence[str] | None = None) -> list[NameReport]:
     """One `NameReport` per added name.
 
     Args:
@@ -97,6 +100,7 @@ def name_reports(*, names: Sequence[str], ids: Sequence[int], text: torch.Tensor
             counts as claimed by a name when the name's probability on it is above one half.
         far_below: `far_threshold` of the kit's names.
         read_as: per name, the text the encoder embedded (reported when it differs from the name).
+        because: per name, why it was rewritten (`Interpretation.explanation`).
     """
     unit = torch.nn.functional.normalize(text.float(), dim=1)
     known_unit = torch.nn.functional.normalize(known_text.float(), dim=1)
@@ -129,5 +133,6 @@ def name_reports(*, names: Sequence[str], ids: Sequence[int], text: torch.Tensor
             name=name, category_id=int(cid), nearest=nearest, own_share=round(own_share, 3),
             confused_with=tuple(sorted(((n, round(s, 3)) for n, s in confused.items()), key=lambda t: -t[1])),
             far=bool(cos.shape[1]) and float(cos[a].max()) < far_below,
-            read_as=None if read_as is None or read_as[a] == name else read_as[a]))
+            read_as=None if read_as is None or read_as[a] == name else read_as[a],
+            because="" if because is None or read_as is None or read_as[a] == name else because[a]))
     return reports

@@ -381,7 +381,8 @@ class CategoryRegistry:
                 added_ids=torch.cat([state.added_ids, torch.tensor(ids, dtype=torch.int64)]))
             self._commit(draft, t0=t0, extra={"encode": (t1 - t0) * 1e3, "generate": (t2 - t1) * 1e3},
                          new_synthetic=(synthetic, syn_ids), free_ids=ids if self.refit_mode == "new_rows" else None)
-            self.last_add_report = self._report(state, names, readings, ids, text, synthetic, syn_ids)
+            because = [i.explanation if i is not None else "" for i in interpretations]
+            self.last_add_report = self._report(state, names, readings, ids, text, synthetic, syn_ids, because)
             return list(new)
 
     def _interpretations(self, names: Sequence[str]) -> builtins.list[Interpretation | None]:
@@ -418,7 +419,8 @@ class CategoryRegistry:
             raise CategoryError("; ".join(refused.values()), refused=refused)
 
     def _report(self, before: RegistryState, names: Sequence[str], readings: Sequence[str], ids: Sequence[int],
-                text: torch.Tensor, synthetic: torch.Tensor, synthetic_ids: torch.Tensor) -> builtins.list[NameReport]:
+                text: torch.Tensor, synthetic: torch.Tensor, synthetic_ids: torch.Tensor,
+                because: Sequence[str]) -> builtins.list[NameReport]:
         """`NameReport` per added name against what was known before the add (zsp_ros.runtime.name_report)."""
         kit_row = {c.id: k for k, c in enumerate(self.kit.categories)}
         added_row = {int(i): k for k, i in enumerate(before.added_ids.tolist())}
@@ -438,7 +440,7 @@ class CategoryRegistry:
             synthetic=synthetic, synthetic_ids=synthetic_ids, category_names=snap.categories.names,
             category_ids=snap.categories.ids, weight=snap.weight, bias=snap.bias, bank_embeds=self._bank_embeds,
             bank_ids=self._bank_ids, bank_lse=self._bank_logsumexp(snap.weight, snap.bias), far_below=self._far_below,
-            read_as=readings)
+            read_as=readings, because=because)
 
     def remove(self, names_or_ids: Sequence[str | int]) -> builtins.list[int]:
         """Remove categories (seen or added) by name or id; returns the removed ids. Retrains the head
@@ -484,6 +486,9 @@ class CategoryRegistry:
             labels = torch.tensor([0, k], dtype=torch.int64)
             kwargs = {k_: v for k_, v in self.fit_kwargs.items() if k_ not in ("steps", "init")}
             self.fit_head(embeds=fake, labels=labels, class_weights=torch.ones(k + 1), steps=1, **kwargs)
+            prepare = getattr(self.text_encoder, "warm_up", None)
+            if callable(prepare):                  # e.g. the phrasing encoder's lexicon index (~0.7 s)
+                prepare()
         return time.perf_counter() - t0
 
     def close(self) -> None:

@@ -285,6 +285,15 @@ class Replacement:
     score: float
     via: str = ""
 
+    def describe(self) -> str:
+        """Why, in a few words: "crimson is a shade of red", "triangles is a form of triangle",
+        "WordNet: pentagram is-a star"."""
+        if self.rule == "colour":
+            return f"{self.word} is a shade of {self.replacement}" + (f" (as {self.via})" if self.via else "")
+        if self.rule == "lexicon":
+            return f"WordNet: {self.via}"
+        return f"{self.word} is a form of {self.replacement}"
+
 
 @dataclass(frozen=True)
 class Interpretation:
@@ -300,6 +309,11 @@ class Interpretation:
     @property
     def changed(self) -> bool:
         return bool(self.replacements)
+
+    @property
+    def explanation(self) -> str:
+        """The replacements' reasons, "; "-separated ("" when nothing changed)."""
+        return "; ".join(r.describe() for r in self.replacements)
 
 
 class PhraseNormaliser:
@@ -433,6 +447,14 @@ class PhraseNormaliser:
                                            via=f"{base} {relation} {hit}")
         return None
 
+    def prepare(self) -> None:
+        """Embed the vocabulary's words and read the lexicon's indexes now instead of on first need."""
+        if self.config.enabled and self._vectors is None:
+            self._vectors = self._word_vectors(list(self.words))
+        if self.lexicon is not None:
+            self.lexicon.base_forms("warm")
+            self.lexicon.senses("warm")
+
     def _is_colour_word(self, word: str) -> bool:
         """A word that names a colour whatever else it could mean: a basic colour term or one of the
         vocabulary's colour words (`ColourGrounding.targets`)."""
@@ -500,6 +522,11 @@ class PhrasingEncoder(TextEncoder):
     def interpret(self, names: Sequence[str]) -> list[Interpretation]:
         """What every name becomes before it is encoded."""
         return [self.normaliser.interpret(n) for n in check_names(names)]
+
+    def warm_up(self) -> None:
+        """Read what the rewrite reads on first need (the word vectors of the vocabulary, the lexicon's
+        indexes), so that the first add with an unknown word does not pay for it."""
+        self.normaliser.prepare()
 
     def refusal(self, interpretation: Interpretation) -> str | None:
         """Why a name must not be added, or None: with ``refuse_unknown_names``, a name none of whose
