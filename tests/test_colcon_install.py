@@ -147,6 +147,8 @@ def test_installed_tree_is_what_ros2_run_and_launch_look_for(install_base):
     assert (share / "package.xml").read_bytes() == (REPO / "package.xml").read_bytes()
     assert (share / "launch" / "zsp.launch.py").read_bytes() == (REPO / "launch" / "zsp.launch.py").read_bytes()
     assert (share / "config" / "zsp.yaml").is_file()
+    for name in ("phrasing.yaml", "colours/xkcd.tsv", "coco_splits/zsp_panoptic_119_14.json"):
+        assert (share / "config" / name).read_bytes() == (REPO / "config" / name).read_bytes(), name
     assert (install_base / "share" / "ament_index" / "resource_index" / "packages" / PACKAGE).is_file()
     lib = _python_lib(install_base)
     assert (lib / PACKAGE / "kits" / "default" / "manifest.json").is_file()     # the embedded kit
@@ -165,6 +167,13 @@ def test_installed_zsp_node_reads_the_installed_share(install_base, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert f"defaults from {install_base / 'share' / PACKAGE / 'config' / 'zsp.yaml'}" in out.stdout
+    # the add path's config files are found in the installed share (through the ament index)
+    found = subprocess.run([sys.executable, "-c", "from zsp_ros.semantics.phrasing import default_config_path, "
+                            "survey_table_path; print(default_config_path()); print(survey_table_path())"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    config = install_base / "share" / PACKAGE / "config"
+    assert found.stdout.split() == [str(config / "phrasing.yaml"), str(config / "colours" / "xkcd.tsv")], \
+        found.stdout + found.stderr
 
 
 def test_installed_zsp_node_activates_and_adds_a_category(install_base, tmp_path):

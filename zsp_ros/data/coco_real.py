@@ -26,6 +26,7 @@ from zsp_ros.data.categories import CocoCategory, read_split, validate_categorie
 from zsp_ros.data.coco_datasets import CocoInstanceDataset, CocoPanopticDataset, SemanticSegDataset, Transform
 from zsp_ros.data.coco_format import load_json
 from zsp_ros.data.coco_layout import LAYOUT, check_layout, coco_path
+from zsp_ros.utils.config_files import config_candidates, find_config
 
 SPLIT_FILES: dict[str, str] = {
     "zsp": "zsp_panoptic_119_14.json",
@@ -44,19 +45,11 @@ PROTOCOLS = ("zero-shot", "supervised")
 def coco_splits_dir() -> Path:
     """config/coco_splits of the source checkout, else of the installed package share (the Python
     prefix's, or the one the ament index names in a colcon workspace)."""
-    import sys
-
-    candidates = [Path(__file__).resolve().parents[2] / "config" / "coco_splits",
-                  Path(sys.prefix) / "share" / "zsp_ros" / "config" / "coco_splits"]
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        candidates.append(Path(get_package_share_directory("zsp_ros")) / "config" / "coco_splits")
-    except Exception:       # no ament index here, or zsp_ros not in it: the other places still count
-        pass
-    for path in candidates:
-        if path.is_dir():
-            return path
-    raise FileNotFoundError(f"config/coco_splits not found; looked at {', '.join(map(str, candidates))}")
+    found = find_config("coco_splits", directory=True)
+    if found is None:
+        raise FileNotFoundError(f"config/coco_splits not found; looked at "
+                                f"{', '.join(map(str, config_candidates('coco_splits')))}")
+    return found
 
 
 def _split_path(name_or_path: str | os.PathLike) -> Path:

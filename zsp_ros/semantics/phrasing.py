@@ -59,7 +59,6 @@ development parts of config/vocabulary/unseen_paraphrases.json only (README, "Ph
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -70,6 +69,7 @@ import yaml
 
 from zsp_ros.semantics.base import TextEncoder, check_names, l2_normalise
 from zsp_ros.semantics.lexicon import Lexicon, find_wordnet
+from zsp_ros.utils.config_files import find_config
 
 CONFIG_FILE = "phrasing.yaml"
 SURVEY_FILE = "xkcd.tsv"
@@ -138,9 +138,7 @@ class PhrasingConfig:
 
 def default_config_path() -> Path | None:
     """config/phrasing.yaml of the source checkout, else of the installed share; None if neither."""
-    candidates = [Path(__file__).resolve().parents[2] / "config" / CONFIG_FILE,
-                  Path(sys.prefix) / "share" / "zsp_ros" / "config" / CONFIG_FILE]
-    return next((p for p in candidates if p.is_file()), None)
+    return find_config(CONFIG_FILE)
 
 
 def load_phrasing_config(path: str | Path | None = None, **overrides: Any) -> PhrasingConfig:
@@ -190,9 +188,7 @@ def css_colour_table() -> dict[str, tuple[int, int, int]]:
 
 def survey_table_path() -> Path | None:
     """config/colours/xkcd.tsv of the source checkout, else of the installed share; None if neither."""
-    candidates = [Path(__file__).resolve().parents[2] / "config" / "colours" / SURVEY_FILE,
-                  Path(sys.prefix) / "share" / "zsp_ros" / "config" / "colours" / SURVEY_FILE]
-    return next((p for p in candidates if p.is_file()), None)
+    return find_config("colours", SURVEY_FILE)
 
 
 def read_colour_table(path: str | Path) -> dict[str, tuple[int, int, int]]:
@@ -537,7 +533,7 @@ class PhrasingEncoder(TextEncoder):
         if not (self.config.enabled and self.config.refuse_unknown_names) or interpretation.kit_words:
             return None
         known = self.normaliser.words
-        shown = ", ".join(known[:12]) + (f", ... ({len(known)} words)" if len(known) > 12 else "")
+        shown = ", ".join(known[:40]) + (f", ... ({len(known)} words)" if len(known) > 40 else "")
         return (f"{interpretation.name!r} has no word this kit knows (its names use: {shown}); the kit can "
                 f"only recombine those words and would label other things with it (phrasing setting "
                 f"refuse_unknown_names: false adds such names anyway)")
