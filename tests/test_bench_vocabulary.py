@@ -113,7 +113,8 @@ def test_bench_vocabulary_end_to_end(tmp_path, monkeypatch):
                  "colour_synonyms": {"dev": {n: "crimson " + n for n in unseen},
                                      "heldout": {n: "scarlet " + n for n in unseen}}},
              "absent_sets": {"absent": {"dev": [{"name": "pink stripes", "isthing": False, "kind": "composition"},
-                                                {"name": "brown star", "isthing": True, "kind": "composition"}],
+                                                {"name": "brown star", "isthing": True, "kind": "composition"},
+                                                {"name": "coffee mug", "isthing": True, "kind": "object"}],
                                         "heldout": [{"name": "gray circle", "isthing": True, "kind": "composition"}]}}}
     names_file = tmp_path / "names.json"
     names_file.write_text(json.dumps(names))
@@ -140,6 +141,10 @@ def test_bench_vocabulary_end_to_end(tmp_path, monkeypatch):
         for mine, ref in zip(sets[key]["runs"], canonical["runs"]):
             assert mine["PQ"] == ref["PQ"] and mine["per_category"] == ref["per_category"]
         assert sets[key]["summary"]["unseen_pq_minus_canonical"]["mean"] == 0.0
+    # absent-name acceptance: a name with no word of the kit's names is refused by name, the rest added
+    assert set(sets["absent/dev"]["refused"]) == {"coffee mug"}
+    assert "has no word this kit knows" in sets["absent/dev"]["refused"]["coffee mug"]
+    assert sets["absent/heldout"]["refused"] == {} and sets["canonical"]["refused"] == {}
     absent = sets["absent/dev"]["runs"][0]["absent"]
     assert set(absent["per_name"]) == {"pink stripes", "brown star"}
     assert absent["segments"] >= absent["absent_segments"] >= 0
@@ -149,3 +154,4 @@ def test_bench_vocabulary_end_to_end(tmp_path, monkeypatch):
         assert key in summary
     table = out.with_suffix(".md").read_text()
     assert "| canonical |" in table and "not run" in table and "gray circle" in table
+    assert "- `absent/dev`: coffee mug (no kit word)" in table
