@@ -134,13 +134,15 @@ def _time_size(segmenter: Any, image: np.ndarray, repeats: int) -> dict[str, Any
 
 def _add_names(data: Path | None, registry: Any, count: int) -> list[str]:
     """``count`` distinct names to add: the world's categories the registry lacks, then generic names
-    ("benchmark category N"); any text encoder of the project embeds them."""
+    ("benchmark category N <a kit category's name>": they carry the kit's words, which a kit whose
+    phrasing refuses names with no word it knows requires)."""
     names = []
     if data is not None:
         names = [c["name"] for c in read_split(data / "split.json")["categories"]
                  if registry.list().get(c["name"]) is None]
     known = {n.casefold() for n in names} | {c.name.casefold() for c in registry.list()}
-    generic = (f"benchmark category {i}" for i in range(10 ** 6))
+    anchor = next(iter(registry.list())).name if len(registry.list()) else ""
+    generic = (f"benchmark category {i} {anchor}".strip() for i in range(10 ** 6))
     while len(names) < count:
         name = next(generic)
         if name not in known:
