@@ -11,14 +11,12 @@ import yaml
 
 from zsp_ros.semantics.base import TextEncoder
 from zsp_ros.semantics.build import build_text_encoder, with_phrasing
+from zsp_ros.semantics.colour_words import ColourGrounding, read_colour_table, srgb_to_lab
 from zsp_ros.semantics.phrasing import (
-    ColourGrounding,
     PhraseNormaliser,
     PhrasingConfig,
     PhrasingEncoder,
     load_phrasing_config,
-    read_colour_table,
-    srgb_to_lab,
     vocabulary_words,
     words_of,
 )

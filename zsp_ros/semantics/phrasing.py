@@ -1,3 +1,4 @@
+# Over 400 lines: the three rewrite rules share one vocabulary, cache and position logic; colours and the lexicon live in their own modules.
 """Understand a user's phrasing: rewrite the words of a new category name toward words the kit knows.
 
 Why. A kit's generator turns a text embedding into fake visual embeddings; it was trained on the
@@ -18,22 +19,13 @@ the same thing; everything else in the name is left as typed:
    >= ``min_similarity``. The shared stem is what keeps genuine novel nouns alone: by similarity
    alone "carrot" would become "vegetable" (cosine 0.74) and "skateboard" "surfboard" (0.61) with the
    COCO seen words; neither shares a stem, so both stay.
-2. Colour (colour words only): a word that names a colour of the colour table is placed in CIELAB
-   and given the colour word of the vocabulary that its ``colour_neighbours`` nearest *labelled*
-   table colours vote for (a table name is labelled by the vocabulary colour word it ends with:
-   "darkred" -> red, "light grey blue" -> blue), provided the nearest labelled colour is within
-   ``colour_max_delta_e`` (CIE76 ΔE). The table is the CSS table Pillow ships
-   (`PIL.ImageColor.colormap`, 148 names) and, with ``colour_survey`` on, the xkcd colour survey's
-   949 names (config/colours/xkcd.tsv, public domain): what ~200,000 people called colours, so it has
-   the everyday words CSS lacks ("scarlet", "amber", "emerald", "rose", "sage") and gives a word
-   present in both its everyday value ("azure" is sky blue there, near-white in CSS); grey/gray are
-   one word. So "crimson" -> red, "navy" -> blue, "silver" -> gray. A colour that is itself a word
-   of the vocabulary is never touched, and a *basic colour term* (Berlin & Kay's eleven: black,
-   white, gray, red, green, yellow, blue, brown, purple, pink, orange) outside the vocabulary is
-   never made another one: "black" in a world without black names a colour the kit has not seen,
-   not a dark gray. A word outside the table that is another form of a table name by rule 1 is
-   grounded through it ("golden" -> gold -> yellow); other words are not guessed.
-
+2. Colour (zsp_ros/semantics/colour_words.py): a colour name of the CSS table or, with
+   ``colour_survey``, of the xkcd survey's 949 names becomes the vocabulary colour its
+   ``colour_neighbours`` nearest labelled table colours vote for in CIELAB, within
+   ``colour_max_delta_e`` ("crimson" -> red, "navy" -> blue, "silver" -> gray); a basic colour term
+   is never made another one ("black" stays). A word is read as a colour only where a colour
+   adjective of a known thing stands (`PhraseNormaliser.interpret`). A word outside the table that is
+   another form of a table name by rule 1 is grounded through it ("goldish" -> gold -> yellow).
 3. Lexicon (with ``lexicon`` on and WordNet installed, zsp_ros/semantics/lexicon.py): a word no rule
    above maps is looked up in WordNet: a base form of it that is a base form of a vocabulary word
    ("dotted" -> dot -> "dots"), else, sense by sense in WordNet's order, a synonym or a direct
@@ -68,14 +60,11 @@ import numpy as np
 import yaml
 
 from zsp_ros.semantics.base import TextEncoder, check_names, l2_normalise
+from zsp_ros.semantics.colour_words import BASIC_COLOUR_TERMS, ColourGrounding, build_colour_table
 from zsp_ros.semantics.lexicon import Lexicon, find_wordnet
 from zsp_ros.utils.config_files import find_config
 
 CONFIG_FILE = "phrasing.yaml"
-SURVEY_FILE = "xkcd.tsv"
-# Berlin & Kay's basic colour terms: one is never grounded as another (module docstring, rule 2)
-BASIC_COLOUR_TERMS = frozenset({"black", "white", "gray", "grey", "red", "green", "yellow", "blue", "brown",
-                                "purple", "pink", "orange"})
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
 # two words rewritten to the same kit word are said once: "blue round disc" -> "blue circle", not
 # "blue circle circle" (on the dev set the doubled word cost that category half its PQ)
@@ -164,109 +153,6 @@ def words_of(text: str) -> list[str]:
 def vocabulary_words(names: Sequence[str]) -> list[str]:
     """The sorted word set of ``names`` (`words_of` each)."""
     return sorted({word for name in names for word in words_of(name)})
-
-
-# ---------------------------------------------------------------------------------------- colours
-def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
-    """sRGB in [0, 255], float [..., 3] -> CIELAB (D65) [..., 3] (L in [0, 100])."""
-    c = np.asarray(rgb, dtype=np.float64) / 255.0
-    c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
-    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
-    xyz = c @ m.T / np.array([0.95047, 1.0, 1.08883])
-    f = np.where(xyz > 216 / 24389, np.cbrt(xyz), (24389 / 27 * xyz + 16) / 116)
-    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
-
-
-def css_colour_table() -> dict[str, tuple[int, int, int]]:
-    """Pillow's CSS colour names -> sRGB (empty if Pillow is not installed)."""
-    try:
-        from PIL import ImageColor
-    except ImportError:                    # the colour rule is then simply off
-        return {}
-    return {name: ImageColor.getrgb(name)[:3] for name in sorted(ImageColor.colormap)}
-
-
-def survey_table_path() -> Path | None:
-    """config/colours/xkcd.tsv of the source checkout, else of the installed share; None if neither."""
-    return find_config("colours", SURVEY_FILE)
-
-
-def read_colour_table(path: str | Path) -> dict[str, tuple[int, int, int]]:
-    """A ``name<TAB>#rrggbb`` file ('#' lines are comments) -> {name: sRGB}; a malformed line is an
-    error naming the file and line."""
-    table: dict[str, tuple[int, int, int]] = {}
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        name, _, value = line.partition("\t")
-        if not re.fullmatch(r"#[0-9a-fA-F]{6}", value.strip()) or not name.strip():
-            raise ValueError(f"{path}:{number}: expected 'name<TAB>#rrggbb', got {line!r}")
-        hex_value = value.strip()[1:]
-        table[name.strip().lower()] = (int(hex_value[0:2], 16), int(hex_value[2:4], 16), int(hex_value[4:6], 16))
-    return table
-
-
-def build_colour_table(*, survey: bool = True) -> dict[str, tuple[int, int, int]]:
-    """The colour table of the colour rule: CSS, then (``survey``) the xkcd survey's names over it, each
-    name also under its other grey/gray spelling when that is not a name of its own."""
-    table = css_colour_table()
-    path = survey_table_path() if survey else None
-    if path is not None:
-        table.update(read_colour_table(path))
-    for name in list(table):
-        for a, b in (("grey", "gray"), ("gray", "grey")):
-            table.setdefault(name.replace(a, b), table[name])
-    return table
-
-
-class ColourGrounding:
-    """Colour word -> the vocabulary colour word it is a shade of (or None).
-
-    Args:
-        vocabulary: the known words; those that are table colour names are the targets.
-        table: colour name -> sRGB (default: `build_colour_table`).
-        max_delta_e, neighbours: `PhrasingConfig.colour_max_delta_e`, ``colour_neighbours``.
-    """
-
-    def __init__(self, *, vocabulary: Sequence[str], table: Mapping[str, tuple[int, int, int]] | None = None,
-                 max_delta_e: float, neighbours: int) -> None:
-        table = build_colour_table() if table is None else dict(table)
-        self.names = sorted(table)
-        self.lab = srgb_to_lab(np.array([table[n] for n in self.names], dtype=np.float64).reshape(-1, 3))
-        # targets: the vocabulary's colour words. A survey name that is also a thing ("apple", "brick",
-        # "sky", COCO words) is no target: only basic colour terms and CSS names are.
-        css = set(css_colour_table())
-        targets = sorted({w for w in vocabulary if w in table and (w in BASIC_COLOUR_TERMS or w in css)},
-                         key=len, reverse=True)
-        # a table colour is labelled by the vocabulary colour word its name ends with (longest first)
-        self.labels = [next((t for t in targets if n.endswith(t)), None) for n in self.names]
-        self.targets = frozenset(targets)
-        self.max_delta_e = float(max_delta_e)
-        self.neighbours = int(neighbours)
-        self._vocabulary = set(vocabulary)
-
-    def ground(self, word: str) -> tuple[str, float] | None:
-        """(vocabulary colour word, ΔE to the nearest labelled colour) for a table colour ``word``
-        outside the vocabulary; None when the word is not a table colour or nothing is close."""
-        if word in self._vocabulary or word not in self.names:
-            return None
-        if word in BASIC_COLOUR_TERMS:          # only the other spelling of the same basic term
-            other = {"grey": "gray", "gray": "grey"}.get(word)
-            return (other, 0.0) if other in self._vocabulary else None
-        own = self.lab[self.names.index(word)]
-        rows = [i for i, label in enumerate(self.labels) if label is not None and self.names[i] != word]
-        if not rows:
-            return None
-        dist = np.linalg.norm(self.lab[rows] - own, axis=1)
-        order = np.argsort(dist, kind="stable")[:self.neighbours]
-        if float(dist[order[0]]) > self.max_delta_e:
-            return None
-        votes: dict[str, list[float]] = {}
-        for j in order:
-            votes.setdefault(str(self.labels[rows[j]]), []).append(float(dist[j]))
-        # most votes; a tie goes to the smaller summed distance, then to the name (deterministic)
-        label = min(votes, key=lambda k: (-len(votes[k]), sum(votes[k]), k))
-        return label, float(dist[order[0]])
 
 
 # ------------------------------------------------------------------------------------- rewriting
