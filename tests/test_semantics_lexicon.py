@@ -117,3 +117,15 @@ def test_installed_wordnet_has_the_relations_the_rule_relies_on():
     assert "star" in lexicon.senses("pentagram")[0].hypernyms
     assert any("circle" in s.hypernyms for s in lexicon.senses("disc"))
     assert "dot" in lexicon.base_forms("dotted")
+
+
+def test_an_unreadable_wordnet_turns_the_rule_off_and_adds_go_on(tmp_path):
+    """A truncated data file (offsets point past its end): the rule stops with the reason, names still read."""
+    root = write_tiny_wordnet(tmp_path / "wn")
+    data = (root / "data.noun").read_bytes()
+    (root / "data.noun").write_bytes(data[:len(data) // 3])
+    normaliser = PhraseNormaliser(vocabulary=["red star"], embed=_embed, config=PhrasingConfig(colour_survey=False),
+                                  lexicon=Lexicon(root))
+    assert normaliser.interpret("red pentagram").text == "red pentagram"
+    assert normaliser.lexicon is None and "cannot be read" in normaliser.lexicon_problem
+    assert normaliser.interpret("crimson star").text == "red star"       # the other rules still work

@@ -229,6 +229,7 @@ class PhraseNormaliser:
             root = find_wordnet()
             lexicon = Lexicon(root) if root is not None else None
         self.lexicon = lexicon if self.config.lexicon else None
+        self.lexicon_problem: str | None = None        # why the lexicon rule stopped, if it did
         self._lexicon_targets: dict[str, str] | None = None   # base form -> vocabulary word, built on first need
 
     def _stem_candidates(self, word: str, pool: Sequence[str]) -> list[int]:
@@ -302,6 +303,16 @@ class PhraseNormaliser:
         return found
 
     def _lexicon_word(self, word: str, colour_allowed: bool) -> Replacement | None:
+        """Rule 3 with its resource guarded: a WordNet database that cannot be read (a corrupt or
+        truncated file) turns the rule off with the reason in ``lexicon_problem``; adds go on."""
+        try:
+            return self._lexicon_lookup(word, colour_allowed)
+        except (OSError, ValueError, IndexError, UnicodeDecodeError) as exc:
+            self.lexicon_problem = f"WordNet at {getattr(self.lexicon, 'root', '?')} cannot be read ({exc})"
+            self.lexicon = None
+            return None
+
+    def _lexicon_lookup(self, word: str, colour_allowed: bool) -> Replacement | None:
         """Rule 3 (module docstring): the vocabulary word that a base form, a synonym or a direct hypernym
         of ``word`` is (a base form of); ``score`` = WordNet sense rank, ``via`` = the relation."""
         assert self.lexicon is not None
@@ -334,8 +345,7 @@ class PhraseNormaliser:
         if self.config.enabled and self._vectors is None:
             self._vectors = self._word_vectors(list(self.words))
         if self.lexicon is not None:
-            self.lexicon.base_forms("warm")
-            self.lexicon.senses("warm")
+            self._lexicon_word("warm", False)
 
     def _is_colour_word(self, word: str) -> bool:
         """A word that names a colour whatever else it could mean: a basic colour term or one of the
