@@ -124,8 +124,8 @@ def test_an_unreadable_wordnet_turns_the_rule_off_and_adds_go_on(tmp_path):
     root = write_tiny_wordnet(tmp_path / "wn")
     data = (root / "data.noun").read_bytes()
     (root / "data.noun").write_bytes(data[:len(data) // 3])
-    normaliser = PhraseNormaliser(vocabulary=["red star"], embed=_embed, config=PhrasingConfig(colour_survey=False),
-                                  lexicon=Lexicon(root))
+    normaliser = PhraseNormaliser(vocabulary=["red star", "blue circle"], embed=_embed,
+                                  config=PhrasingConfig(colour_survey=False), lexicon=Lexicon(root))
     assert normaliser.interpret("red pentagram").text == "red pentagram"
     assert normaliser.lexicon is None and "cannot be read" in normaliser.lexicon_problem
-    assert normaliser.interpret("crimson star").text == "red star"       # the other rules still work
+    assert normaliser.interpret("navy star").text == "blue star"         # the other rules still work
