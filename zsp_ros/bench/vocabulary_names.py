@@ -5,11 +5,12 @@ A name set maps every unseen category of the world to the words a user might typ
 """
 from __future__ import annotations
 
-import sys
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from zsp_ros.utils.config_files import require_config
 
 NAMES_FILE = "unseen_paraphrases.json"
 ABSENT_ID = -1          # the ground-truth id an absent name maps to: no world category has it
@@ -34,12 +35,7 @@ class NameSet:
 
 def default_names_file() -> Path:
     """config/vocabulary/unseen_paraphrases.json of the source checkout, else of the installed share."""
-    candidates = [Path(__file__).resolve().parents[2] / "config" / "vocabulary" / NAMES_FILE,
-                  Path(sys.prefix) / "share" / "zsp_ros" / "config" / "vocabulary" / NAMES_FILE]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"{NAMES_FILE} not found; looked at {', '.join(map(str, candidates))}")
+    return require_config("vocabulary", NAMES_FILE)
 
 
 def load_name_sets(document: Mapping[str, Any], split: Mapping[str, Any]) -> list[NameSet]:

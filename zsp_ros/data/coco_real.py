@@ -26,7 +26,7 @@ from zsp_ros.data.categories import CocoCategory, read_split, validate_categorie
 from zsp_ros.data.coco_datasets import CocoInstanceDataset, CocoPanopticDataset, SemanticSegDataset, Transform
 from zsp_ros.data.coco_format import load_json
 from zsp_ros.data.coco_layout import LAYOUT, check_layout, coco_path
-from zsp_ros.utils.config_files import config_candidates, find_config
+from zsp_ros.utils.config_files import require_config
 
 SPLIT_FILES: dict[str, str] = {
     "zsp": "zsp_panoptic_119_14.json",
@@ -45,11 +45,7 @@ PROTOCOLS = ("zero-shot", "supervised")
 def coco_splits_dir() -> Path:
     """config/coco_splits of the source checkout, else of the installed package share (the Python
     prefix's, or the one the ament index names in a colcon workspace)."""
-    found = find_config("coco_splits", directory=True)
-    if found is None:
-        raise FileNotFoundError(f"config/coco_splits not found; looked at "
-                                f"{', '.join(map(str, config_candidates('coco_splits')))}")
-    return found
+    return require_config("coco_splits", directory=True)
 
 
 def _split_path(name_or_path: str | os.PathLike) -> Path:

@@ -25,13 +25,13 @@ from __future__ import annotations
 import math
 import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from zsp_ros.node.input_limits import LIMIT_RANGES, PARAMETER_FIELDS, InputLimits
 from zsp_ros.runtime.backends import BACKENDS
+from zsp_ros.utils.config_files import require_config
 
 NODE_NAME = "zsp_node"
 CONFIG_FILE = "zsp.yaml"
@@ -347,17 +347,7 @@ def default_config_path() -> Path:
 
     Raises FileNotFoundError listing where it looked.
     """
-    candidates = [Path(__file__).resolve().parents[2] / "config" / CONFIG_FILE,
-                  Path(sys.prefix) / "share" / "zsp_ros" / "config" / CONFIG_FILE]
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        candidates.append(Path(get_package_share_directory("zsp_ros")) / "config" / CONFIG_FILE)
-    except Exception:       # ament_index absent, or the package not in the index: not an error here
-        pass
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"{CONFIG_FILE} not found; looked at {', '.join(map(str, candidates))}")
+    return require_config(CONFIG_FILE)
 
 
 def node_section(document: Any, *, source: str) -> dict[str, Any]:

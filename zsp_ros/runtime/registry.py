@@ -730,7 +730,8 @@ def build_registry(kit: ModelKit, *, text_encoder: TextEncoderLike | None = None
         try:
             text_encoder = with_phrasing(base, phrasing)
         except ValueError as exc:                                   # a bad setting in the kit's manifest
-            raise KitError(f"kit {kit.root}: manifest text_encoder.kwargs.phrasing: {exc}") from None
+            raise KitError(f"kit {kit.root}: the phrasing rewrite (manifest text_encoder.kwargs.phrasing, "
+                           f"config/phrasing.yaml or its colour table): {exc}") from None
     try:
         generator = PrimitiveGenerator(**kit.generator_config)
         generator.load_state_dict(kit.generator_state_dict())

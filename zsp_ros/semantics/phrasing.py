@@ -54,7 +54,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import yaml
@@ -65,6 +65,7 @@ from zsp_ros.semantics.lexicon import Lexicon, find_wordnet
 from zsp_ros.utils.config_files import find_config
 
 CONFIG_FILE = "phrasing.yaml"
+T = TypeVar("T")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
 # two words rewritten to the same kit word are said once: "blue round disc" -> "blue circle", not
 # "blue circle circle" (on the dev set the doubled word cost that category half its PQ)
@@ -303,26 +304,35 @@ class PhraseNormaliser:
         return found
 
     def _lexicon_word(self, word: str, colour_allowed: bool) -> Replacement | None:
-        """Rule 3 with its resource guarded: a WordNet database that cannot be read (a corrupt or
-        truncated file) turns the rule off with the reason in ``lexicon_problem``; adds go on."""
+        """Rule 3 with its resource guarded (`_guarded_lexicon`)."""
+        return self._guarded_lexicon(lambda: self._lexicon_lookup(word, colour_allowed))
+
+    def _guarded_lexicon(self, job: Callable[[], T]) -> T | None:
+        """Run a lexicon job; a WordNet database that cannot be read (a corrupt or truncated file) turns
+        rule 3 off with the reason in ``lexicon_problem`` and gives None: adds go on without it."""
         try:
-            return self._lexicon_lookup(word, colour_allowed)
+            return job()
         except (OSError, ValueError, IndexError, UnicodeDecodeError) as exc:
             self.lexicon_problem = f"WordNet at {getattr(self.lexicon, 'root', '?')} cannot be read ({exc})"
             self.lexicon = None
             return None
 
+    def _lexicon_target_words(self) -> dict[str, str]:
+        """Base form -> vocabulary word, for every vocabulary word's noun forms ("dots" -> dot)."""
+        assert self.lexicon is not None
+        if self._lexicon_targets is None:
+            targets: dict[str, str] = {}
+            for known in self.words:
+                for form in [known, *self.lexicon.base_forms(known, ("noun",))]:
+                    targets.setdefault(form, known)
+            self._lexicon_targets = targets
+        return self._lexicon_targets
+
     def _lexicon_lookup(self, word: str, colour_allowed: bool) -> Replacement | None:
         """Rule 3 (module docstring): the vocabulary word that a base form, a synonym or a direct hypernym
         of ``word`` is (a base form of); ``score`` = WordNet sense rank, ``via`` = the relation."""
         assert self.lexicon is not None
-        if self._lexicon_targets is None:
-            targets: dict[str, str] = {}
-            for known in self.words:                 # a kit word's noun forms: "dots" -> dot
-                for form in [known, *self.lexicon.base_forms(known, ("noun",))]:
-                    targets.setdefault(form, known)
-            self._lexicon_targets = targets
-        targets = self._lexicon_targets
+        targets = self._lexicon_target_words()
 
         def usable(known: str) -> bool:
             return colour_allowed or not self._is_colour_word(known)
@@ -344,8 +354,9 @@ class PhraseNormaliser:
         """Embed the vocabulary's words and read the lexicon's indexes now instead of on first need."""
         if self.config.enabled and self._vectors is None:
             self._vectors = self._word_vectors(list(self.words))
-        if self.lexicon is not None:
-            self._lexicon_word("warm", False)
+        lexicon = self.lexicon
+        if lexicon is not None:
+            self._guarded_lexicon(lambda: (lexicon.load(), self._lexicon_target_words()))
 
     def _is_colour_word(self, word: str) -> bool:
         """A word that names a colour whatever else it could mean: a basic colour term or one of the

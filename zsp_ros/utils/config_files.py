@@ -27,3 +27,12 @@ def config_candidates(*parts: str) -> list[Path]:
 def find_config(*parts: str, directory: bool = False) -> Path | None:
     """The first existing ``config/<parts...>`` (a file, or a folder with ``directory``), else None."""
     return next((p for p in config_candidates(*parts) if (p.is_dir() if directory else p.is_file())), None)
+
+
+def require_config(*parts: str, directory: bool = False) -> Path:
+    """`find_config`, or FileNotFoundError naming every place it looked."""
+    found = find_config(*parts, directory=directory)
+    if found is None:
+        raise FileNotFoundError(f"config/{'/'.join(parts)} not found; looked at "
+                                f"{', '.join(map(str, config_candidates(*parts)))}")
+    return found
