@@ -185,9 +185,10 @@ def test_the_report_says_what_a_rewritten_name_was_read_as(kit_dir):
     reg = _phrasing_registry(kit_dir)
     reg.add(["navy square tile", "green moon"])
     by_name = {r.name: r for r in reg.last_add_report}
-    assert by_name["navy square tile"].read_as == "blue square tile"
-    assert by_name["navy square tile"].because == "navy is a shade of blue"
-    assert "read as 'blue square tile' (navy is a shade of blue);" in by_name["navy square tile"].text()
+    assert by_name["navy square tile"].read_as == "blue square"
+    assert by_name["navy square tile"].because == "navy is a shade of blue; left out 'tile' (no word of the kit)"
+    assert ("read as 'blue square' (navy is a shade of blue; left out 'tile' (no word of the kit));"
+            in by_name["navy square tile"].text())
     assert by_name["green moon"].read_as is None
 
 

@@ -23,6 +23,20 @@ SYNSETS = {
     "dot": (["dot"], []),
     "bus": (["bus", "jalopy", "heap"], ["car"]),
     "car": (["car", "auto"], []),
+    "point": (["point"], []),                  # the sharp end: what "pointed" pertains to
+    "point_dot": (["point", "dot"], []),       # a later noun sense of "point": a dot
+    "checkerboard": (["checkerboard"], []),
+    "chessboard": (["chessboard"], ["checkerboard"]),
+    "rectangle": (["rectangle"], []),
+    "square": (["square"], ["rectangle"]),
+    "tile": (["tile"], []),
+}
+DEFINITIONS = {"tile": 'a flat thin rectangular slab; "he laid the tiles"'}   # the rest: "a gloss"
+# adjective synsets: (key, words, keys of the noun synsets its derivation pointers ("+") name)
+ADJECTIVES = {
+    "pointed": (["pointed"], ["point"]),
+    "round": (["round", "circular"], ["circle"]),
+    "rectangular": (["rectangular"], ["rectangle"]),
 }
 
 
@@ -35,7 +49,7 @@ def write_tiny_wordnet(root: Path) -> Path:
         words, hypernyms = SYNSETS[key]
         pointers = " ".join(f"@ {offsets[h]:08d} n 0000" for h in hypernyms)
         body = f"{offsets[key]:08d} 25 n {len(words):02x} " + " ".join(f"{w} 0" for w in words)
-        return f"{body} {len(hypernyms):03d}{' ' + pointers if pointers else ''} | a gloss\n"
+        return f"{body} {len(hypernyms):03d}{' ' + pointers if pointers else ''} | {DEFINITIONS.get(key, 'a gloss')}\n"
 
     header = "  1 This is a licence header line, as in WordNet's files.\n"
     offsets = {k: 0 for k in keys}
@@ -52,8 +66,18 @@ def write_tiny_wordnet(root: Path) -> Path:
     index = "".join(f"{w} n {len(o)} 0 {len(o)} 0 " + " ".join(f"{x:08d}" for x in o) + "\n"
                     for w, o in sorted(lemmas.items()))
     (root / "index.noun").write_text(header + index, encoding="latin-1")
-    (root / "index.verb").write_text(header + "dot v 1 0 1 0 00000000\n", encoding="latin-1")
-    (root / "index.adj").write_text(header, encoding="latin-1")
+    (root / "index.verb").write_text(header + "dot v 1 0 1 0 00000000\npoint v 1 0 1 0 00000000\n",
+                                     encoding="latin-1")
+    adjective_lines, position = [], len(header)
+    adjective_index = []
+    for words, targets in ADJECTIVES.values():
+        pointers = " ".join(f"+ {offsets[t]:08d} n 0101" for t in targets)
+        adjective_lines.append(f"{position:08d} 00 a {len(words):02x} " + " ".join(f"{w} 0" for w in words)
+                               + f" {len(targets):03d} {pointers} | a gloss\n")
+        adjective_index += [f"{w} a 1 1 + 1 0 {position:08d}\n" for w in words]
+        position += len(adjective_lines[-1].encode("latin-1"))
+    (root / "data.adj").write_text(header + "".join(adjective_lines), encoding="latin-1")
+    (root / "index.adj").write_text(header + "".join(sorted(adjective_index)), encoding="latin-1")
     (root / "noun.exc").write_text("", encoding="latin-1")
     (root / "verb.exc").write_text("dotted dot\n", encoding="latin-1")
     (root / "adj.exc").write_text("", encoding="latin-1")
@@ -101,7 +125,7 @@ def test_lexicon_rule_names_a_word_with_a_kit_word(tiny):
     assert interpretation.explanation == "WordNet: pentagram is-a star"
     assert normaliser.interpret("green disc").text == "green circle"
     assert normaliser.interpret("green disc circle").text == "green circle"      # a repeat is said once
-    assert normaliser.interpret("red dotted floor").text == "red dots floor"     # base form: dotted -> dot
+    assert normaliser.interpret("red dotted floor").text == "red dots"     # base form: dotted -> dot
     # only next to a kit word: a lone novel noun stays (WordNet: a bus is a car, a disc a circle)
     assert normaliser.interpret("bus").text == "bus" and normaliser.interpret("disc").text == "disc"
     # a colour reached through WordNet obeys the colour position: "cyan heart" has no other kit word
@@ -111,19 +135,90 @@ def test_lexicon_rule_names_a_word_with_a_kit_word(tiny):
     assert off.interpret("red pentagram").text == "red pentagram" and off.lexicon is None
 
 
+def _embed_by_stem(words: list[str]) -> np.ndarray:
+    """A stand-in word embedding in which words sharing their first four letters are one vector
+    ("checkerboard" = "checks"), all others orthogonal-ish: rule 1 maps exactly the shared stems."""
+    rows = []
+    for word in words:
+        rng = np.random.default_rng(zlib.crc32(word[:4].encode()))
+        rows.append(rng.normal(size=16))
+    vectors = np.stack(rows)
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_adjectives_read_through_the_nouns_they_pertain_to(tiny):
+    """A modifier WordNet derives from a noun is read through that noun's sense only: "round" -> circle;
+    "pointed" -> point, the sharp end, which is no kit word, so it stays (its verb base "point" has a
+    later noun sense "dot", which would make it "dots"); a head noun is still read as a noun."""
+    assert tiny.adjective_nouns("round") == [("circle",)]
+    assert tiny.adjective_nouns("pointed") == [("point",)] and tiny.adjective_nouns("disc") == []
+    normaliser = PhraseNormaliser(vocabulary=["red star", "green circle", "blue dots"], embed=_embed,
+                                  config=PhrasingConfig(colour_survey=False), lexicon=tiny)
+    round_thing = normaliser.interpret("blue round thing")
+    assert round_thing.text == "blue circle" and round_thing.replacements[0].via == "round pertains to circle"
+    pointed = normaliser.interpret("red pointed star")
+    assert pointed.text == "red star" and pointed.dropped == ("pointed",) and not pointed.replacements
+    assert normaliser.interpret("red point").text == "red dots"          # as a noun, "point" is a dot
+
+
+def test_a_relative_that_is_another_form_of_a_kit_word(tiny):
+    """chessboard is-a checkerboard, and "checkerboard" is a form of the kit word "checks" (rule 1)."""
+    normaliser = PhraseNormaliser(vocabulary=["brown checks", "green circle"], embed=_embed_by_stem,
+                                  config=PhrasingConfig(colour_survey=False), lexicon=tiny)
+    assert normaliser.interpret("brown checkerboard").text == "brown checks"   # rule 1 itself
+    chess = normaliser.interpret("brown chessboard")
+    assert chess.text == "brown checks" and chess.explanation == "WordNet: chessboard is-a checkerboard"
+    assert normaliser.interpret("brown bus").text == "brown bus"              # car is no form of a kit word
+
+
+def test_a_definition_gives_a_name_its_missing_shape(tiny):
+    """tile: "a flat thin rectangular slab" -> rectangular pertains to rectangle -> the only kit word that
+    is-a rectangle is square. Only for a name without a shape word of its own."""
+    assert tiny.definition("tile") == "a flat thin rectangular slab"
+    normaliser = PhraseNormaliser(vocabulary=["red square", "green circle"], embed=_embed,
+                                  config=PhrasingConfig(colour_survey=False), lexicon=tiny)
+    tile = normaliser.interpret("green tile")
+    assert tile.text == "green square"
+    assert tile.explanation == ("WordNet: tile is rectangular (rectangular pertains to rectangle; "
+                                "a square is-a rectangle)")
+    square_tile = normaliser.interpret("green circle tile")      # has its shape: the definition is not read
+    assert square_tile.text == "green circle" and square_tile.dropped == ("tile",)
+    off = PhraseNormaliser(vocabulary=["red square", "green circle"], embed=_embed,
+                           config=PhrasingConfig(colour_survey=False, definitions=False), lexicon=tiny)
+    assert off.interpret("green tile").text == "green tile"
+
+
+def test_dropping_unknown_words_keeps_a_full_kit_reading_only(tiny):
+    """drop_unknown_words: a name with a colour and another kit word is encoded as those; a name with a
+    colour word alone (no shape/texture the kit knows) keeps its words, as does the setting off."""
+    config = PhrasingConfig(colour_survey=False)
+    normaliser = PhraseNormaliser(vocabulary=["red star", "green circle"], embed=_embed, config=config,
+                                  lexicon=tiny)
+    thing = normaliser.interpret("green round thing")
+    assert thing.text == "green circle" and thing.dropped == ("thing",)
+    assert thing.explanation == "WordNet: round pertains to circle; left out 'thing' (no word of the kit)"
+    assert normaliser.interpret("red yield sign").text == "red yield sign"
+    assert normaliser.interpret("star tile").text == "star tile"
+    kept = PhraseNormaliser(vocabulary=["red star", "green circle"], embed=_embed,
+                            config=PhrasingConfig(colour_survey=False, drop_unknown_words=False), lexicon=tiny)
+    assert kept.interpret("green round thing").text == "green circle thing"
+
+
 @pytest.mark.skipif(find_wordnet() is None, reason="WordNet is not installed (apt-get install wordnet-base)")
 def test_installed_wordnet_has_the_relations_the_rule_relies_on():
     lexicon = Lexicon(find_wordnet())
     assert "star" in lexicon.senses("pentagram")[0].hypernyms
     assert any("circle" in s.hypernyms for s in lexicon.senses("disc"))
     assert "dot" in lexicon.base_forms("dotted")
+    assert "circle" in lexicon.adjective_nouns("round")[0] and "checkerboard" in lexicon.senses("chessboard")[0].hypernyms
+    assert not any("dot" in nouns for nouns in lexicon.adjective_nouns("pointed"))
 
 
 def test_an_unreadable_wordnet_turns_the_rule_off_and_adds_go_on(tmp_path):
     """A truncated data file (offsets point past its end): the rule stops with the reason, names still read."""
     root = write_tiny_wordnet(tmp_path / "wn")
     data = (root / "data.noun").read_bytes()
-    (root / "data.noun").write_bytes(data[:len(data) // 3])
+    (root / "data.noun").write_bytes(data[:data.index(b"\n") + 20])      # the header and a piece of a line
     normaliser = PhraseNormaliser(vocabulary=["red star", "blue circle"], embed=_embed,
                                   config=PhrasingConfig(colour_survey=False), lexicon=Lexicon(root))
     assert normaliser.interpret("red pentagram").text == "red pentagram"

@@ -79,7 +79,8 @@ def test_colour_synonyms_and_word_forms_are_mapped(shapes):
     interpretation = shapes.interpret("crimson triangular sign")
     assert [(r.word, r.replacement, r.rule) for r in interpretation.replacements] == \
         [("crimson", "red", "colour"), ("triangular", "triangle", "form")]
-    assert interpretation.unknown == ("sign",) and interpretation.text == "red triangle sign"
+    assert interpretation.unknown == ("sign",) and interpretation.text == "red triangle"
+    assert interpretation.dropped == ("sign",)                             # drop_unknown_words
 
 
 def test_colour_survey_grounds_everyday_colour_words(minilm, shapes):
@@ -96,7 +97,7 @@ def test_colour_survey_grounds_everyday_colour_words(minilm, shapes):
 
 def test_a_colour_is_read_only_where_a_colour_adjective_stands(shapes):
     """Survey colours named after things stay things: the head noun, a second colour, an unknown thing."""
-    assert shapes.interpret("green brick wall").text == "green bricks wall"   # not "green brown wall"
+    assert shapes.interpret("green brick wall").text == "green bricks"   # not "green brown wall"
     assert shapes.interpret("sky").text == "sky" and shapes.interpret("blue sky").text == "blue sky"
     assert shapes.interpret("coffee mug").text == "coffee mug"                # nothing the kit knows
     assert shapes.interpret("coffee ring").text == "brown ring"

@@ -83,6 +83,7 @@ def with_phrasing(encoder: TextEncoder, phrasing: Mapping[str, Any] | None) -> T
         # rests on, so a name with no word of the kit's names is not refused unless the kit says so
         settings.setdefault("refuse_unknown_names", False)
         settings.setdefault("lexicon", False)        # and it knows what "pentagram" looks like
+        settings.setdefault("drop_unknown_words", False)   # and what "on a sofa" adds to "dog"
     config = load_phrasing_config(**settings)
     if not vocabulary or not config.enabled:
         return encoder

@@ -9,11 +9,14 @@ exactly the relation needed to name it with a kit word.
 
 What. `Lexicon` answers, for a word, its base forms (WordNet's "morphy": exception lists, then
 suffix rules, for nouns, verbs and adjectives: "dotted" -> dot, "wedges" -> wedge) and, per noun
-sense in WordNet's order (most frequent first), the sense's synonyms and its direct hypernyms.
-Nothing else of WordNet is used.
+sense in WordNet's order (most frequent first), the sense's synonyms and its direct hypernyms, and,
+per adjective sense, the nouns the adjective is derived from or pertains to ("round": having a
+circular shape -> circle; "pointed": having a point -> point, the sharp end, not point = dot), and
+the definition of a noun's first sense ("tile": a flat thin rectangular slab ...). Nothing else of
+WordNet is used.
 
 Where. The database files of Debian's ``wordnet-base`` package (/usr/share/wordnet: index.noun,
-data.noun, index.verb, index.adj and the .exc lists), or the folder named by ``ZSP_WORDNET_DIR``.
+data.noun, index.verb, index.adj, data.adj and the .exc lists), or the folder named by ``ZSP_WORDNET_DIR``.
 `find_wordnet` returns None when neither exists: the rule that uses it is then off (``zsp doctor``
 says so). Files are read lazily; one noun index (~118k lemmas) is held in memory, data lines are
 read by offset.
@@ -32,6 +35,7 @@ DEFAULT_DIRS = ("/usr/share/wordnet", "/usr/local/share/wordnet")
 ENV_DIR = "ZSP_WORDNET_DIR"
 POS_FILES = {"noun": "noun", "verb": "verb", "adj": "adj"}
 HYPERNYM_SYMBOLS = ("@", "@i")          # hypernym, instance hypernym
+ADJECTIVE_NOUN_SYMBOLS = ("+", "\\")    # derivationally related form, pertainym (adjective -> noun)
 # morphy's detachment rules (suffix, replacement) per part of speech
 SUFFIX_RULES = {
     "noun": (("s", ""), ("ses", "s"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", "sh"),
@@ -39,7 +43,8 @@ SUFFIX_RULES = {
     "verb": (("s", ""), ("ies", "y"), ("es", "e"), ("es", ""), ("ed", "e"), ("ed", ""), ("ing", "e"), ("ing", "")),
     "adj": (("er", ""), ("est", ""), ("er", "e"), ("est", "e")),
 }
-REQUIRED_FILES = ("index.noun", "data.noun", "index.verb", "index.adj", "noun.exc", "verb.exc", "adj.exc")
+REQUIRED_FILES = ("index.noun", "data.noun", "index.verb", "index.adj", "data.adj", "noun.exc", "verb.exc",
+                  "adj.exc")
 
 
 def find_wordnet() -> Path | None:
@@ -127,12 +132,7 @@ class Lexicon:
 
     def _synset(self, offset: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
         """(words, direct noun hypernym offsets) of the noun synset at ``offset`` of data.noun."""
-        with open(self.root / "data.noun", "rb") as fh:
-            fh.seek(offset)
-            line = fh.readline().decode("latin-1")
-        fields = line.partition("|")[0].split()
-        if not fields or int(fields[0]) != offset:
-            raise ValueError(f"{self.root}/data.noun: no synset at offset {offset}")
+        fields = self._data_line("noun", offset)
         count = int(fields[3], 16)
         words = tuple(fields[4 + 2 * i].split("(")[0].lower().replace("_", " ") for i in range(count))
         k = 4 + 2 * count
@@ -140,6 +140,44 @@ class Lexicon:
         hypernyms = tuple(int(fields[k + 2 + 4 * i]) for i in range(pointers)
                           if fields[k + 1 + 4 * i] in HYPERNYM_SYMBOLS and fields[k + 3 + 4 * i] == "n")
         return words, hypernyms
+
+    def adjective_nouns(self, word: str) -> list[tuple[str, ...]]:
+        """Per adjective sense of ``word`` (as an adjective lemma, or an adjective base form of it: "rounder"),
+        in WordNet's order, the words of the noun synsets its derivation and pertainym pointers name
+        ("round" -> [("circle", "roundness", ...), ...]); a sense without such pointers gives (). [] when
+        ``word`` is no adjective. The pointers name one sense of the noun: what the adjective is about."""
+        out: list[tuple[str, ...]] = []
+        for lemma in self.base_forms(word, ("adj",)):
+            for offset in self._lemmas("adj").get(lemma.replace(" ", "_"), ()):
+                fields = self._data_line("adj", offset)
+                count = int(fields[3], 16)
+                k = 4 + 2 * count
+                pointers = [fields[k + 1 + 4 * i: k + 5 + 4 * i] for i in range(int(fields[k]))]
+                nouns = [w for symbol, target, pos, _ in pointers if symbol in ADJECTIVE_NOUN_SYMBOLS and pos == "n"
+                         for w in self._synset(int(target))[0]]
+                out.append(tuple(dict.fromkeys(nouns)))
+        return out
+
+    def definition(self, lemma: str) -> str:
+        """The definition of the first (most frequent) noun sense of ``lemma``, without its quoted usage
+        examples ("box" -> "a (usually rectangular) container; may have a lid"); "" when it is no noun."""
+        offsets = self._lemmas("noun").get(lemma.lower().replace(" ", "_"), ())
+        if not offsets:
+            return ""
+        gloss = self._data_line("noun", offsets[0], gloss=True)[-1]
+        return gloss.split('"')[0].strip().rstrip(";").strip()
+
+    def _data_line(self, pos: str, offset: int, gloss: bool = False) -> list[str]:
+        """The fields (before the gloss) of the synset at byte ``offset`` of data.<pos>, the gloss as one
+        more field when ``gloss``."""
+        with open(self.root / f"data.{POS_FILES[pos]}", "rb") as fh:
+            fh.seek(offset)
+            line = fh.readline().decode("latin-1")
+        head, _, text = line.partition("|")
+        fields = head.split()
+        if not fields or int(fields[0]) != offset:
+            raise ValueError(f"{self.root}/data.{POS_FILES[pos]}: no synset at offset {offset}")
+        return [*fields, text.strip()] if gloss else fields
 
     def senses(self, lemma: str) -> list[Sense]:
         """The noun senses of ``lemma`` (a base form), most frequent first; [] when it is no noun."""

@@ -35,7 +35,17 @@ the same thing; everything else in the name is left as typed:
    COCO's zero-shot splits hold exactly such nouns). Never a relative further up or down the tree
    (hyponyms would name everything under "shape"). A vocabulary colour word reached this way obeys
    the colour rule's position ("cyan heart" stays: cyan is-a blue, but "heart" is no kit word).
+   A word before the head noun that WordNet derives from nouns is read through those nouns only
+   ("round" -> circle; "pointed" -> point, the sharp end: nothing, where its noun senses said "dot").
+   A relative that is another form of a kit word by rule 1 counts ("chessboard" is-a checkerboard ->
+   "checks"). With ``definitions``, for a name that still lacks a shape/texture word, the first
+   adjective of the word's definition that pertains to a kit noun, or to the noun that exactly one kit
+   word's main sense is-a ("tile": a flat thin rectangular slab -> rectangle -> square).
    Off by default for image-aligned encoders (CLIP knows what "pentagram" looks like).
+
+With ``drop_unknown_words``, a name whose rewrite holds a colour word and another kit word is encoded
+as its kit words alone ("blue round thing" -> "blue circle"): the words left are ones the generator
+never saw, and only move the embedding away from the names it was trained on.
 
 A word kept as typed still reaches the text encoder, so "zebra", "coffee mug" or "hexagon" embed
 as before; the rewrite is a no-op for a name whose words are all known (the kit's own names, so
@@ -89,6 +99,12 @@ class PhrasingConfig:
         nouns ("cow", "giraffe") usefully: their manifests turn phrasing off or set this false.
     lexicon: rule 3, WordNet synonyms and hypernyms (zsp_ros/semantics/lexicon.py), when WordNet's
         files are installed (off otherwise).
+    drop_unknown_words: a name that, rewritten, holds a colour word and another word of the
+        vocabulary is encoded as those words alone ("blue round thing" -> "blue circle"): words no
+        rule grounds only move the embedding off the names the generator was trained on. Off for
+        image-aligned encoders (CLIP reads "dog on a sofa" as more than "dog").
+    definitions: rule 3 also reads a noun's WordNet definition for the shape it describes ("tile": a
+        flat thin rectangular slab -> square), when synonyms and hypernyms name no kit word.
     """
     enabled: bool = True
     min_similarity: float = 0.5
@@ -99,6 +115,8 @@ class PhrasingConfig:
     colour_survey: bool = True
     refuse_unknown_names: bool = True
     lexicon: bool = True
+    drop_unknown_words: bool = True
+    definitions: bool = True
 
     def __post_init__(self) -> None:
         for f in fields(self):                  # a YAML/JSON value of the wrong type: say which setting
@@ -181,22 +199,27 @@ class Replacement:
 @dataclass(frozen=True)
 class Interpretation:
     """What a name became: ``text`` (the rewritten name, or the name itself when nothing changed),
-    the ``replacements`` made, ``unknown``: the words left as typed that are not in the vocabulary, and
-    ``kit_words``: the words of ``text`` that are vocabulary words."""
+    the ``replacements`` made, ``unknown``: the words left as typed that are not in the vocabulary,
+    ``kit_words``: the words of ``text`` that are vocabulary words, and ``dropped``: the unknown words
+    left out of ``text`` (setting ``drop_unknown_words``)."""
     name: str
     text: str
     replacements: tuple[Replacement, ...]
     unknown: tuple[str, ...]
     kit_words: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
-        return bool(self.replacements)
+        return bool(self.replacements) or bool(self.dropped)
 
     @property
     def explanation(self) -> str:
         """The replacements' reasons, "; "-separated ("" when nothing changed)."""
-        return "; ".join(r.describe() for r in self.replacements)
+        reasons = [r.describe() for r in self.replacements]
+        if self.dropped:
+            reasons.append(f"left out {', '.join(repr(w) for w in self.dropped)} (no word of the kit)")
+        return "; ".join(reasons)
 
 
 class PhraseNormaliser:
@@ -225,13 +248,14 @@ class PhraseNormaliser:
         self.colours = ColourGrounding(vocabulary=self.words, table=table,
                                        max_delta_e=self.config.colour_max_delta_e,
                                        neighbours=self.config.colour_neighbours)
-        self._cache: dict[tuple[str, bool, bool], Replacement | None] = {}
+        self._cache: dict[tuple[str, bool, bool, bool, bool], Replacement | None] = {}
         if lexicon is None and self.config.lexicon:
             root = find_wordnet()
             lexicon = Lexicon(root) if root is not None else None
         self.lexicon = lexicon if self.config.lexicon else None
         self.lexicon_problem: str | None = None        # why the lexicon rule stopped, if it did
         self._lexicon_targets: dict[str, str] | None = None   # base form -> vocabulary word, built on first need
+        self._hypernym_of_kit: dict[str, tuple[str, ...]] | None = None   # noun -> vocabulary words that is-a it
 
     def _stem_candidates(self, word: str, pool: Sequence[str]) -> list[int]:
         """Indices of the ``pool`` words sharing ``word``'s stem (a short pool word must be a whole prefix)."""
@@ -277,10 +301,14 @@ class PhraseNormaliser:
         best = max(bases, key=lambda j: len(pool[candidates[j]])) if bases else max(passing, key=lambda j: float(sims[j]))
         return pool[candidates[best]], float(sims[best])
 
-    def _replace(self, word: str, colour_allowed: bool, in_context: bool = False) -> Replacement | None:
+    def _replace(self, word: str, colour_allowed: bool, in_context: bool = False,
+                 modifier: bool = False, shapeless: bool = False) -> Replacement | None:
         """Rules 1-3 for one word (module docstring). ``colour_allowed``: the word stands where a colour
-        adjective would; ``in_context``: another word of the name is a kit word (rule 3 needs it)."""
-        key = (word, colour_allowed, in_context)
+        adjective would; ``in_context``: another word of the name is a kit word (rule 3 needs it);
+        ``modifier``: the word stands before the name's head noun (rule 3 reads it as an adjective first);
+        ``shapeless``: no other word of the name is a kit word other than a colour (only then does rule 3
+        read definitions: they look for the shape a name lacks)."""
+        key = (word, colour_allowed, in_context, modifier, shapeless)
         if key in self._cache:
             return self._cache[key]
         found: Replacement | None = None
@@ -299,13 +327,13 @@ class PhraseNormaliser:
                 if shade is not None and colour is not None:
                     found = Replacement(word, colour[0], "colour", round(colour[1], 2), via=shade[0])
             if found is None and self.lexicon is not None and in_context:  # WordNet: "pentagram" is-a star
-                found = self._lexicon_word(word, colour_allowed)
+                found = self._lexicon_word(word, colour_allowed, modifier, shapeless)
         self._cache[key] = found
         return found
 
-    def _lexicon_word(self, word: str, colour_allowed: bool) -> Replacement | None:
+    def _lexicon_word(self, word: str, colour_allowed: bool, modifier: bool, shapeless: bool) -> Replacement | None:
         """Rule 3 with its resource guarded (`_guarded_lexicon`)."""
-        return self._guarded_lexicon(lambda: self._lexicon_lookup(word, colour_allowed))
+        return self._guarded_lexicon(lambda: self._lexicon_lookup(word, colour_allowed, modifier, shapeless))
 
     def _guarded_lexicon(self, job: Callable[[], T]) -> T | None:
         """Run a lexicon job; a WordNet database that cannot be read (a corrupt or truncated file) turns
@@ -328,27 +356,93 @@ class PhraseNormaliser:
             self._lexicon_targets = targets
         return self._lexicon_targets
 
-    def _lexicon_lookup(self, word: str, colour_allowed: bool) -> Replacement | None:
+    def _lexicon_target(self, related: str) -> str | None:
+        """The vocabulary word that a WordNet word ``related`` is: one of its base forms, or another form
+        of it by rule 1 ("checkerboard", the hypernym of "chessboard", is a form of "checks")."""
+        targets = self._lexicon_target_words()
+        if related in targets:
+            return targets[related]
+        if " " in related or self._vectors is None:
+            return None
+        form = self._same_word(related, self.words, self._vectors)
+        return form[0] if form is not None else None
+
+    def _lexicon_lookup(self, word: str, colour_allowed: bool, modifier: bool, shapeless: bool = False
+                        ) -> Replacement | None:
         """Rule 3 (module docstring): the vocabulary word that a base form, a synonym or a direct hypernym
-        of ``word`` is (a base form of); ``score`` = WordNet sense rank, ``via`` = the relation."""
+        of ``word`` is (`_lexicon_target`); ``score`` = WordNet sense rank, ``via`` = the relation.
+
+        A ``modifier`` that WordNet knows as an adjective derived from nouns is read through those nouns
+        only, sense by sense ("round" -> circle; "pointed" -> point, the sharp end, and so nothing: its
+        noun senses would read it as point = dot); one without such pointers ("dotted") goes on as a noun."""
         assert self.lexicon is not None
         targets = self._lexicon_target_words()
 
-        def usable(known: str) -> bool:
-            return colour_allowed or not self._is_colour_word(known)
+        def target(related: str) -> str | None:
+            known = self._lexicon_target(related)
+            return known if known is not None and (colour_allowed or not self._is_colour_word(known)) else None
 
+        if modifier:
+            readings = self.lexicon.adjective_nouns(word)
+            if any(readings):
+                for rank, nouns in enumerate(readings):
+                    hit = next((n for n in nouns if target(n) is not None), None)
+                    if hit is not None:
+                        return Replacement(word, str(target(hit)), "lexicon", float(rank),
+                                           via=f"{word} pertains to {hit}")
+                return None
         bases = self.lexicon.base_forms(word)
         for base in bases:
-            if base in targets and usable(targets[base]):
+            if base in targets and target(base) is not None:
                 return Replacement(word, targets[base], "lexicon", 0.0, via=f"base form {base}")
         for base in bases:
             for sense in self.lexicon.senses(base):
                 for relation, related in (("synonym", sense.synonyms), ("is-a", sense.hypernyms)):
-                    hit = next((w for w in related if w in targets and usable(targets[w])), None)
+                    hit = next((w for w in related if w != base and target(w) is not None), None)
                     if hit is not None:
-                        return Replacement(word, targets[hit], "lexicon", float(sense.rank),
+                        return Replacement(word, str(target(hit)), "lexicon", float(sense.rank),
                                            via=f"{base} {relation} {hit}")
+        if self.config.definitions and shapeless:
+            for base in bases:
+                found = self._definition_reading(word, base, target)
+                if found is not None:
+                    return found
         return None
+
+    def _definition_reading(self, word: str, base: str, target: Callable[[str], str | None]) -> Replacement | None:
+        """Rule 3, last step: the shape the definition of ``base``'s first noun sense gives it. The first
+        adjective of the definition that pertains to a noun (its first sense with such pointers) naming a
+        vocabulary word, or the one vocabulary word that is-a that noun ("tile": a flat thin rectangular
+        slab -> rectangle -> square, the only kit word that is-a rectangle). Adjectives only: a
+        definition's nouns say what a thing is made of or used for ("a six-sided polygon" is no triangle)."""
+        assert self.lexicon is not None
+        for token in words_of(self.lexicon.definition(base)):
+            readings = next((nouns for nouns in self.lexicon.adjective_nouns(token) if nouns), ())
+            for noun in readings:
+                known = target(noun)
+                via = f"{base} is {token} ({token} pertains to {noun})"
+                if known is None:
+                    under = self._kit_words_under().get(noun, ())
+                    known = target(under[0]) if len(under) == 1 else None
+                    via = f"{base} is {token} ({token} pertains to {noun}; a {known} is-a {noun})"
+                if known is not None:
+                    return Replacement(word, known, "lexicon", 0.0, via=via)
+        return None
+
+    def _kit_words_under(self) -> dict[str, tuple[str, ...]]:
+        """WordNet noun -> the vocabulary words whose first (most frequent) sense is-a that noun directly."""
+        assert self.lexicon is not None
+        if self._hypernym_of_kit is None:
+            under: dict[str, list[str]] = {}
+            for known in self.words:
+                for form in dict.fromkeys([known, *self.lexicon.base_forms(known, ("noun",))]):
+                    for sense in self.lexicon.senses(form)[:1]:     # its main sense: "stripe" is-a variety
+                        for hypernym in sense.hypernyms:                # only in its fourth sense
+                            under.setdefault(hypernym, [])
+                            if known not in under[hypernym]:
+                                under[hypernym].append(known)
+            self._hypernym_of_kit = {h: tuple(k) for h, k in under.items()}
+        return self._hypernym_of_kit
 
     def prepare(self) -> None:
         """Embed the vocabulary's words and read the lexicon's indexes now instead of on first need."""
@@ -388,7 +482,8 @@ class PhraseNormaliser:
             others = [j for j in range(len(words)) if j != k]
             in_context = any(kit_words[j] for j in others)
             colour_allowed = k < len(words) - 1 and not any(colour_words[j] for j in others) and in_context
-            found = self._replace(word, colour_allowed, in_context)
+            shapeless = not any(kit_words[j] and not colour_words[j] for j in others)
+            found = self._replace(word, colour_allowed, in_context, modifier=k < len(words) - 1, shapeless=shapeless)
             if found is None:
                 unknown.append(word)
                 continue
@@ -396,8 +491,13 @@ class PhraseNormaliser:
             pieces += [name[last:match.start()], found.replacement]
             last = match.end()
         text = _REPEATED_WORD.sub(r"\1", "".join(pieces) + name[last:]) if replacements else name
+        kit_words = tuple(w for w in words_of(text) if w in self._known)
+        dropped: tuple[str, ...] = ()
+        if self.config.drop_unknown_words and unknown and any(self._is_colour_word(w) for w in kit_words) \
+                and not all(self._is_colour_word(w) for w in kit_words):
+            dropped, text = tuple(unknown), " ".join(dict.fromkeys(kit_words))
         return Interpretation(name=name, text=text, replacements=tuple(replacements), unknown=tuple(unknown),
-                              kit_words=tuple(w for w in words_of(text) if w in self._known))
+                              kit_words=kit_words, dropped=dropped)
 
 
 class PhrasingEncoder(TextEncoder):
