@@ -205,3 +205,23 @@ def test_a_name_with_no_word_the_kit_knows_is_refused_by_name(kit_dir):
     assert [c.name for c in reg.add(["green moon"])] == ["green moon"]
     lenient = _phrasing_registry(kit_dir, refuse_unknown_names=False)
     assert [c.name for c in lenient.add(["purple moon"])] == ["purple moon"]
+
+
+def test_a_name_whose_only_kit_word_is_a_colour_is_added_with_a_warning_or_refused(kit_dir):
+    """"red heart": the kit knows red, not what a heart looks like; it would label red things of any shape.
+    The report says so (added, by default); refuse_colour_only_names refuses it by name instead."""
+    from zsp_ros.runtime.category_requests import CategoryError
+
+    reg = _phrasing_registry(kit_dir)
+    reg.add(["red heart", "green star"])
+    by_name = {r.name: r for r in reg.last_add_report}
+    warning = by_name["red heart"].warning
+    assert warning is not None and warning.startswith("this kit knows only the colour of 'red heart' (red), "
+                                                      "not what 'heart' looks like: it will label red things")
+    assert "its shape and texture words: circle, grass, square, star" in warning
+    assert by_name["green star"].caution == ""
+    strict = _phrasing_registry(kit_dir, refuse_colour_only_names=True)
+    with pytest.raises(CategoryError, match=r"only the colour of 'blue heart'.*name a shape it knows") as refused:
+        strict.add(["blue heart", "green star"])
+    assert set(refused.value.refused) == {"blue heart"}
+    assert [c.name for c in strict.add(["green star"])] == ["green star"]

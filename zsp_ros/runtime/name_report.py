@@ -43,6 +43,7 @@ class NameReport:
         far: True when the name is farther from every known name than the kit's names usually are.
         read_as: what the text encoder embedded when it rewrote the name (zsp_ros.semantics.phrasing),
             else None; because: why it was rewritten so ("WordNet: pentagram is-a star"), or "".
+        caution: what the text encoder warns of the name ("this kit knows only the colour of ..."), or "".
     """
     name: str
     category_id: int
@@ -52,11 +53,12 @@ class NameReport:
     far: bool
     read_as: str | None = None
     because: str = ""
+    caution: str = ""
 
     @property
     def warning(self) -> str | None:
         """A plain-language warning, or None when nothing suggests confusion."""
-        parts = []
+        parts = [self.caution] if self.caution else []
         if self.confused_with:
             others = ", ".join(f"'{n}' ({share:.0%})" for n, share in self.confused_with)
             parts.append(f"likely to be confused with {others}")
@@ -87,7 +89,7 @@ def name_reports(*, names: Sequence[str], ids: Sequence[int], text: torch.Tensor
                  category_names: Sequence[str], category_ids: Sequence[int], weight: torch.Tensor,
                  bias: torch.Tensor, bank_embeds: torch.Tensor, bank_ids: torch.Tensor, bank_lse: torch.Tensor,
                  far_below: float, read_as: Sequence[str] | None = None,
-                 because: Sequence[str] | None = None) -> list[NameReport]:
+                 because: Sequence[str] | None = None, cautions: Sequence[str] | None = None) -> list[NameReport]:
     """One `NameReport` per added name.
 
     Args:
@@ -101,6 +103,7 @@ def name_reports(*, names: Sequence[str], ids: Sequence[int], text: torch.Tensor
         far_below: `far_threshold` of the kit's names.
         read_as: per name, the text the encoder embedded (reported when it differs from the name).
         because: per name, why it was rewritten (`Interpretation.explanation`).
+        cautions: per name, the text encoder's warning ("" for none; `PhrasingEncoder.caution`).
     """
     unit = torch.nn.functional.normalize(text.float(), dim=1)
     known_unit = torch.nn.functional.normalize(known_text.float(), dim=1)
@@ -134,5 +137,6 @@ def name_reports(*, names: Sequence[str], ids: Sequence[int], text: torch.Tensor
             confused_with=tuple(sorted(((n, round(s, 3)) for n, s in confused.items()), key=lambda t: -t[1])),
             far=bool(cos.shape[1]) and float(cos[a].max()) < far_below,
             read_as=None if read_as is None or read_as[a] == name else read_as[a],
-            because="" if because is None or read_as is None or read_as[a] == name else because[a]))
+            because="" if because is None or read_as is None or read_as[a] == name else because[a],
+            caution="" if cautions is None else cautions[a]))
     return reports

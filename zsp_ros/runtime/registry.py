@@ -382,7 +382,10 @@ class CategoryRegistry:
             self._commit(draft, t0=t0, extra={"encode": (t1 - t0) * 1e3, "generate": (t2 - t1) * 1e3},
                          new_synthetic=(synthetic, syn_ids), free_ids=ids if self.refit_mode == "new_rows" else None)
             because = [i.explanation if i is not None else "" for i in interpretations]
-            self.last_add_report = self._report(state, names, readings, ids, text, synthetic, syn_ids, because)
+            caution = getattr(self.text_encoder, "caution", None)
+            cautions = [(caution(i) or "") if callable(caution) and i is not None else "" for i in interpretations]
+            self.last_add_report = self._report(state, names, readings, ids, text, synthetic, syn_ids, because,
+                                                cautions)
             return list(new)
 
     def _interpretations(self, names: Sequence[str]) -> builtins.list[Interpretation | None]:
@@ -420,7 +423,7 @@ class CategoryRegistry:
 
     def _report(self, before: RegistryState, names: Sequence[str], readings: Sequence[str], ids: Sequence[int],
                 text: torch.Tensor, synthetic: torch.Tensor, synthetic_ids: torch.Tensor,
-                because: Sequence[str]) -> builtins.list[NameReport]:
+                because: Sequence[str], cautions: Sequence[str]) -> builtins.list[NameReport]:
         """`NameReport` per added name against what was known before the add (zsp_ros.runtime.name_report)."""
         kit_row = {c.id: k for k, c in enumerate(self.kit.categories)}
         added_row = {int(i): k for k, i in enumerate(before.added_ids.tolist())}
@@ -440,7 +443,7 @@ class CategoryRegistry:
             synthetic=synthetic, synthetic_ids=synthetic_ids, category_names=snap.categories.names,
             category_ids=snap.categories.ids, weight=snap.weight, bias=snap.bias, bank_embeds=self._bank_embeds,
             bank_ids=self._bank_ids, bank_lse=self._bank_logsumexp(snap.weight, snap.bias), far_below=self._far_below,
-            read_as=readings, because=because)
+            read_as=readings, because=because, cautions=cautions)
 
     def remove(self, names_or_ids: Sequence[str | int]) -> builtins.list[int]:
         """Remove categories (seen or added) by name or id; returns the removed ids. Retrains the head

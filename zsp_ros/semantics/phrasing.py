@@ -105,6 +105,10 @@ class PhrasingConfig:
         image-aligned encoders (CLIP reads "dog on a sofa" as more than "dog").
     definitions: rule 3 also reads a noun's WordNet definition for the shape it describes ("tile": a
         flat thin rectangular slab -> square), when synonyms and hypernyms name no kit word.
+    refuse_colour_only_names: with ``refuse_unknown_names``, also refuse a name whose only kit words
+        are colours ("red heart"): the kit cannot know the shape, so the name would label objects of
+        that colour of any shape. Off by default: such a name is added with a warning
+        (`PhrasingEncoder.caution`); on, the user is asked to name a shape the kit knows.
     """
     enabled: bool = True
     min_similarity: float = 0.5
@@ -117,6 +121,7 @@ class PhrasingConfig:
     lexicon: bool = True
     drop_unknown_words: bool = True
     definitions: bool = True
+    refuse_colour_only_names: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):                  # a YAML/JSON value of the wrong type: say which setting
@@ -380,7 +385,7 @@ class PhraseNormaliser:
 
         def target(related: str) -> str | None:
             known = self._lexicon_target(related)
-            return known if known is not None and (colour_allowed or not self._is_colour_word(known)) else None
+            return known if known is not None and (colour_allowed or not self.is_colour_word(known)) else None
 
         if modifier:
             readings = self.lexicon.adjective_nouns(word)
@@ -452,7 +457,7 @@ class PhraseNormaliser:
         if lexicon is not None:
             self._guarded_lexicon(lambda: (lexicon.load(), self._lexicon_target_words()))
 
-    def _is_colour_word(self, word: str) -> bool:
+    def is_colour_word(self, word: str) -> bool:
         """A word that names a colour whatever else it could mean: a basic colour term or one of the
         vocabulary's colour words (`ColourGrounding.targets`)."""
         return word in BASIC_COLOUR_TERMS or word in self.colours.targets
@@ -473,7 +478,7 @@ class PhraseNormaliser:
         last = 0
         matches = list(_WORD.finditer(name.lower()))
         words = [m.group(0) for m in matches]
-        colour_words = [self._is_colour_word(w) for w in words]
+        colour_words = [self.is_colour_word(w) for w in words]
         kit_words = [w in self._known or (self.config.enabled and self._replace(w, False) is not None)
                      for w in words]
         for k, (match, word) in enumerate(zip(matches, words)):
@@ -493,8 +498,8 @@ class PhraseNormaliser:
         text = _REPEATED_WORD.sub(r"\1", "".join(pieces) + name[last:]) if replacements else name
         kit_words = tuple(w for w in words_of(text) if w in self._known)
         dropped: tuple[str, ...] = ()
-        if self.config.drop_unknown_words and unknown and any(self._is_colour_word(w) for w in kit_words) \
-                and not all(self._is_colour_word(w) for w in kit_words):
+        if self.config.drop_unknown_words and unknown and any(self.is_colour_word(w) for w in kit_words) \
+                and not all(self.is_colour_word(w) for w in kit_words):
             dropped, text = tuple(unknown), " ".join(dict.fromkeys(kit_words))
         return Interpretation(name=name, text=text, replacements=tuple(replacements), unknown=tuple(unknown),
                               kit_words=kit_words, dropped=dropped)
@@ -537,13 +542,33 @@ class PhrasingEncoder(TextEncoder):
         recombines them; for a name with none of them it extrapolates, and the head then gives the
         name whatever real objects lie nearest: on the synthetic world (results/vocabulary.md) every
         such name fired on objects of other categories, 5-8 % of all predicted segments for ten."""
-        if not (self.config.enabled and self.config.refuse_unknown_names) or interpretation.kit_words:
+        if not (self.config.enabled and self.config.refuse_unknown_names):
             return None
+        if interpretation.kit_words:
+            caution = self.caution(interpretation) if self.config.refuse_colour_only_names else None
+            return None if caution is None else (f"{caution}; name a shape it knows (phrasing setting "
+                                                 f"refuse_colour_only_names: false adds such names with a warning)")
         known = self.normaliser.words
         shown = ", ".join(known[:40]) + (f", ... ({len(known)} words)" if len(known) > 40 else "")
         return (f"{interpretation.name!r} has no word this kit knows (its names use: {shown}); the kit can "
                 f"only recombine those words and would label other things with it (phrasing setting "
                 f"refuse_unknown_names: false adds such names anyway)")
+
+    def caution(self, interpretation: Interpretation) -> str | None:
+        """A warning for a name whose only kit words are colours ("red heart", "green sticky note"), or
+        None: the kit can recombine its colour but not what the other words look like, so the name
+        will label objects of that colour whatever their shape. Only where unknown names are refused
+        (a kit that only recombines its words; CLIP knows what a heart looks like)."""
+        if not (self.config.enabled and self.config.refuse_unknown_names) or not interpretation.kit_words:
+            return None
+        colours = [w for w in interpretation.kit_words if self.normaliser.is_colour_word(w)]
+        if len(colours) < len(interpretation.kit_words) or not interpretation.unknown:
+            return None
+        shapes = [w for w in self.normaliser.words if not self.normaliser.is_colour_word(w)]
+        shown = ", ".join(shapes[:30]) + (f", ... ({len(shapes)} words)" if len(shapes) > 30 else "")
+        return (f"this kit knows only the colour of {interpretation.name!r} ({', '.join(dict.fromkeys(colours))}), "
+                f"not what {', '.join(repr(w) for w in interpretation.unknown)} looks like: it will label "
+                f"{colours[0]} things of any shape (its shape and texture words: {shown})")
 
     def _encode(self, names: list[str]) -> np.ndarray:
         texts = [i.text for i in self.interpret(names)]
