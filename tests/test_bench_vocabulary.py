@@ -116,7 +116,10 @@ def test_bench_vocabulary_end_to_end(tmp_path, monkeypatch):
              "absent_sets": {"absent": {"dev": [{"name": "pink stripes", "isthing": False, "kind": "composition"},
                                                 {"name": "brown star", "isthing": True, "kind": "composition"},
                                                 {"name": "coffee mug", "isthing": True, "kind": "object"}],
-                                        "heldout": [{"name": "gray circle", "isthing": True, "kind": "composition"}]}}}
+                                        "heldout": [{"name": "gray circle", "isthing": True, "kind": "composition"}]},
+                             # every name refused: they claim nothing (shares 0, not "no data")
+                             "absent_objects": {"dev": [{"name": "dog", "isthing": True, "kind": "object"}],
+                                                "heldout": [{"name": "banana", "isthing": True, "kind": "object"}]}}}
     names_file = tmp_path / "names.json"
     names_file.write_text(json.dumps(names))
     out = tmp_path / "vocabulary.json"
@@ -128,7 +131,8 @@ def test_bench_vocabulary_end_to_end(tmp_path, monkeypatch):
     assert report["kit"]["sha256"] and "machine" in report["provenance"]
     sets = report["sets"]
     assert set(sets) == {"canonical", "spelling/dev", "spelling/heldout", "colour_synonyms/dev",
-                         "colour_synonyms/heldout", "absent/dev", "absent/heldout"}
+                         "colour_synonyms/heldout", "absent/dev", "absent/heldout", "absent_objects/dev",
+                         "absent_objects/heldout"}
     assert "zigzag" in sets["colour_synonyms/dev"]["error"] and not sets["colour_synonyms/dev"]["runs"]
     # the phrasing rewrite is on by default (kit names as its vocabulary); capitals are not rewritten
     assert report["phrasing"]["enabled"] and report["phrasing"]["vocabulary_words"] > 0
@@ -153,6 +157,10 @@ def test_bench_vocabulary_end_to_end(tmp_path, monkeypatch):
     summary = sets["absent/heldout"]["summary"]
     for key in ("unseen_pq", "seen_pq", "seen_drop", "absent_segment_share", "absent_pixel_share"):
         assert key in summary
+    refused_all = sets["absent_objects/heldout"]
+    assert set(refused_all["refused"]) == {"banana"}
+    assert refused_all["runs"][0]["absent"]["absent_segments"] == 0
+    assert refused_all["summary"]["absent_segment_share"]["mean"] in (0.0, None)
     table = out.with_suffix(".md").read_text()
     assert "| canonical |" in table and "not run" in table and "gray circle" in table
     assert "- `absent/dev`: coffee mug (no kit word)" in table

@@ -97,9 +97,10 @@ def forward_world(segmenter: Segmenter, data: Path, images: Sequence[Mapping[str
 
 def evaluate_snapshot(segmenter: Segmenter, snapshot: HeadSnapshot, frames: Sequence[CachedFrame],
                       truths: Sequence[GroundTruth], id_map: Mapping[int, int], split: Mapping[str, Any],
-                      gt_categories: dict[int, dict]) -> dict[str, Any]:
+                      gt_categories: dict[int, dict], absent_set: bool = False) -> dict[str, Any]:
     """Head + post-processing of every cached frame with ``snapshot``; PQ against the world's ids
-    (``id_map``: registry id -> world id or ABSENT_ID) and the absent shares."""
+    (``id_map``: registry id -> world id or ABSENT_ID) and the absent shares (also for an ``absent_set``
+    whose absent names were all refused: then they claim nothing, shares 0; else None without absent ids)."""
     stat = PQStat()
     known = set(gt_categories) | {ABSENT_ID}
     records: list[tuple[int, int]] = []
@@ -120,7 +121,7 @@ def evaluate_snapshot(segmenter: Segmenter, snapshot: HeadSnapshot, frames: Sequ
             "SQ_unseen": summary["SQ"]["unseen"], "RQ_unseen": summary["RQ"]["unseen"],
             "per_category": {r["name"]: {"PQ": r["PQ"], "TP": r["TP"], "FP": r["FP"], "FN": r["FN"]}
                              for r in summary["per_category"]},
-            "absent": shares if absent else None}
+            "absent": shares if absent or absent_set else None}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -225,9 +226,10 @@ def run(args: argparse.Namespace) -> int:
         forward_s = time.perf_counter() - t0
         truths = _ground_truth(data, images, gt)
 
-        def evaluate(snapshot: HeadSnapshot, truth: Mapping[str, int | None]) -> dict[str, Any]:
+        def evaluate(snapshot: HeadSnapshot, truth: Mapping[str, int | None], absent_set: bool = False
+                     ) -> dict[str, Any]:
             id_map = ground_truth_ids(snapshot.categories, truth, world_ids)
-            return evaluate_snapshot(segmenter, snapshot, frames, truths, id_map, split, gt_categories)
+            return evaluate_snapshot(segmenter, snapshot, frames, truths, id_map, split, gt_categories, absent_set)
 
         seen_only = evaluate(segmenter.registry.snapshot, {})
         results: dict[str, Any] = {}
@@ -246,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
                 finally:
                     registry.close()
                 entry["refused"] = refused
-                run_result = evaluate(registry.snapshot, name_set.truth)
+                run_result = evaluate(registry.snapshot, name_set.truth, absent_set=name_set.kind == "absent")
                 add_ms = registry.last_timings_ms.get("total") if refused.keys() != set(name_set.names) else None
                 entry["runs"].append({"seed": seed, "add_s": None if add_ms is None else round(add_ms / 1e3, 3),
                                       **run_result})
