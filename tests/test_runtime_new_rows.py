@@ -10,6 +10,7 @@ from torch.nn import functional as F
 from zsp_ros.pading.head_fit import fit_head, fit_rows
 from zsp_ros.runtime import registry as registry_module
 from zsp_ros.runtime.name_report import NameReport, far_threshold
+from zsp_ros.semantics.lexicon import find_wordnet
 
 
 @pytest.fixture(scope="module")
@@ -208,20 +209,24 @@ def test_a_name_with_no_word_the_kit_knows_is_refused_by_name(kit_dir):
 
 
 def test_a_name_whose_only_kit_word_is_a_colour_is_added_with_a_warning_or_refused(kit_dir):
-    """"red heart": the kit knows red, not what a heart looks like; it would label red things of any shape.
-    The report says so (added, by default); refuse_colour_only_names refuses it by name instead."""
+    """"red napkin": the kit knows red, not what a napkin looks like; it would label red things of any shape.
+    The report says so (added, by default); refuse_colour_only_names refuses it by name instead. "red heart"
+    names a shape (WordNet) that is none of the kit's: refused by default (refuse_other_kinds)."""
     from zsp_ros.runtime.category_requests import CategoryError
 
     reg = _phrasing_registry(kit_dir)
-    reg.add(["red heart", "green star"])
+    reg.add(["red napkin", "green star"])
     by_name = {r.name: r for r in reg.last_add_report}
-    warning = by_name["red heart"].warning
-    assert warning is not None and warning.startswith("this kit knows only the colour of 'red heart' (red), "
-                                                      "not what 'heart' looks like: it will label red things")
+    warning = by_name["red napkin"].warning
+    assert warning is not None and warning.startswith("this kit knows only the colour of 'red napkin' (red), "
+                                                      "not what 'napkin' looks like: it will label red things")
     assert "its shape and texture words: circle, grass, square, star" in warning
     assert by_name["green star"].caution == ""
+    if find_wordnet() is not None:
+        with pytest.raises(CategoryError, match=r"'red heart' names a shape this kit does not know"):
+            reg.add(["red heart"])
     strict = _phrasing_registry(kit_dir, refuse_colour_only_names=True)
-    with pytest.raises(CategoryError, match=r"only the colour of 'blue heart'.*name a shape it knows") as refused:
-        strict.add(["blue heart", "green star"])
-    assert set(refused.value.refused) == {"blue heart"}
+    with pytest.raises(CategoryError, match=r"only the colour of 'blue napkin'.*name a shape it knows") as refused:
+        strict.add(["blue napkin", "green star"])
+    assert set(refused.value.refused) == {"blue napkin"}
     assert [c.name for c in strict.add(["green star"])] == ["green star"]

@@ -8,14 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from runtime_fakes import FakeTextEncoder
 
 from zsp_ros.semantics.lexicon import Lexicon, find_wordnet
-from zsp_ros.semantics.phrasing import PhraseNormaliser, PhrasingConfig
+from zsp_ros.semantics.phrasing import PhraseNormaliser, PhrasingConfig, PhrasingEncoder
 
 # (key, words, hypernym keys): a few synsets with WordNet's shape of entries
 SYNSETS = {
-    "star": (["star"], []),
-    "circle": (["circle"], []),
+    "shape": (["shape", "form"], []),
+    "star": (["star"], ["shape"]),
+    "circle": (["circle"], ["shape"]),
     "blue": (["blue", "blueness"], []),
     "pentagram": (["pentacle", "pentagram", "pentangle"], ["star"]),
     "disc": (["disk", "disc", "saucer"], ["circle"]),
@@ -30,6 +32,8 @@ SYNSETS = {
     "rectangle": (["rectangle"], []),
     "square": (["square"], ["rectangle"]),
     "tile": (["tile"], []),
+    "heart": (["heart"], ["shape"]),
+    "napkin": (["napkin"], []),
 }
 DEFINITIONS = {"tile": 'a flat thin rectangular slab; "he laid the tiles"'}   # the rest: "a gloss"
 # adjective synsets: (key, words, keys of the noun synsets its derivation pointers ("+") name)
@@ -186,6 +190,27 @@ def test_a_definition_gives_a_name_its_missing_shape(tiny):
     off = PhraseNormaliser(vocabulary=["red square", "green circle"], embed=_embed,
                            config=PhrasingConfig(colour_survey=False, definitions=False), lexicon=tiny)
     assert off.interpret("green tile").text == "green tile"
+
+
+def test_a_colour_with_a_shape_the_kit_does_not_know_is_refused(tiny):
+    """The kit's words are kinds of "shape" (WordNet); "red heart" names another shape: refused by name.
+    "red napkin" (no shape by WordNet) is added with the warning that it labels red things of any shape."""
+    assert tiny.ancestors("heart") == {tiny._lemmas("noun")["shape"][0]: 1}
+    encoder = PhrasingEncoder(base=FakeTextEncoder(), vocabulary=["red star", "green circle"],
+                              config=PhrasingConfig(colour_survey=False))
+    encoder.normaliser.lexicon = tiny
+    assert encoder.normaliser.kit_kind() == "shape"
+    heart, napkin, star = encoder.interpret(["red heart", "red napkin", "red star"])
+    assert encoder.refusal(heart) == (
+        "'red heart' names a shape this kit does not know (WordNet: heart is-a shape; its words other than "
+        "colours: circle, star): it would label red things of any shape (phrasing setting refuse_other_kinds: "
+        "false adds it with a warning)")
+    assert encoder.refusal(napkin) is None and "will label red things of any shape" in encoder.caution(napkin)
+    assert encoder.refusal(star) is None and encoder.caution(star) is None
+    lenient = PhrasingEncoder(base=FakeTextEncoder(), vocabulary=["red star", "green circle"],
+                              config=PhrasingConfig(colour_survey=False, refuse_other_kinds=False))
+    lenient.normaliser.lexicon = tiny
+    assert lenient.refusal(lenient.interpret(["red heart"])[0]) is None
 
 
 def test_dropping_unknown_words_keeps_a_full_kit_reading_only(tiny):

@@ -12,8 +12,9 @@ suffix rules, for nouns, verbs and adjectives: "dotted" -> dot, "wedges" -> wedg
 sense in WordNet's order (most frequent first), the sense's synonyms and its direct hypernyms, and,
 per adjective sense, the nouns the adjective is derived from or pertains to ("round": having a
 circular shape -> circle; "pointed": having a point -> point, the sharp end, not point = dot), and
-the definition of a noun's first sense ("tile": a flat thin rectangular slab ...). Nothing else of
-WordNet is used.
+the definition of a noun's first sense ("tile": a flat thin rectangular slab ...), and the chain of
+hypernyms above a noun ("heart" is-a plane figure is-a figure is-a shape). Nothing else of WordNet is
+used.
 
 Where. The database files of Debian's ``wordnet-base`` package (/usr/share/wordnet: index.noun,
 data.noun, index.verb, index.adj, data.adj and the .exc lists), or the folder named by ``ZSP_WORDNET_DIR``.
@@ -178,6 +179,25 @@ class Lexicon:
         if not fields or int(fields[0]) != offset:
             raise ValueError(f"{self.root}/data.{POS_FILES[pos]}: no synset at offset {offset}")
         return [*fields, text.strip()] if gloss else fields
+
+    def ancestors(self, lemma: str) -> dict[int, int]:
+        """Every noun synset above any noun sense of ``lemma`` (hypernyms, their hypernyms, ...), as data.noun
+        offset -> the fewest is-a steps that reach it ("heart" reaches "plane figure" in 1, "shape" in 3);
+        {} when ``lemma`` is no noun. `synset_words` names an offset."""
+        depth: dict[int, int] = {}
+        frontier = [(h, 1) for o in self._lemmas("noun").get(lemma.lower().replace(" ", "_"), ())
+                    for h in self._synset(o)[1]]
+        while frontier:
+            offset, steps = frontier.pop()
+            if depth.get(offset, steps + 1) <= steps:
+                continue
+            depth[offset] = steps
+            frontier += [(h, steps + 1) for h in self._synset(offset)[1]]
+        return depth
+
+    def synset_words(self, offset: int) -> tuple[str, ...]:
+        """The words of the noun synset at ``offset`` of data.noun, WordNet's order ("shape", "form")."""
+        return self._synset(offset)[0]
 
     def senses(self, lemma: str) -> list[Sense]:
         """The noun senses of ``lemma`` (a base form), most frequent first; [] when it is no noun."""

@@ -109,6 +109,10 @@ class PhrasingConfig:
         are colours ("red heart"): the kit cannot know the shape, so the name would label objects of
         that colour of any shape. Off by default: such a name is added with a warning
         (`PhrasingEncoder.caution`); on, the user is asked to name a shape the kit knows.
+    refuse_other_kinds: with ``refuse_unknown_names`` and WordNet, refuse a name whose only kit words are
+        colours and one of whose other words is, by WordNet, a kind of what the kit's words are kinds of
+        (`PhraseNormaliser.kit_kind`: "shape" for the shapes world) but none of them: "red heart" (heart
+        is-a shape, and no kit word is a heart) names a shape the kit cannot draw.
     """
     enabled: bool = True
     min_similarity: float = 0.5
@@ -122,6 +126,7 @@ class PhrasingConfig:
     drop_unknown_words: bool = True
     definitions: bool = True
     refuse_colour_only_names: bool = False
+    refuse_other_kinds: bool = True
 
     def __post_init__(self) -> None:
         for f in fields(self):                  # a YAML/JSON value of the wrong type: say which setting
@@ -261,6 +266,7 @@ class PhraseNormaliser:
         self.lexicon_problem: str | None = None        # why the lexicon rule stopped, if it did
         self._lexicon_targets: dict[str, str] | None = None   # base form -> vocabulary word, built on first need
         self._hypernym_of_kit: dict[str, tuple[str, ...]] | None = None   # noun -> vocabulary words that is-a it
+        self._kit_kind: tuple[int | None] | None = None   # (the kit words' common kind's synset,), on first need
 
     def _stem_candidates(self, word: str, pool: Sequence[str]) -> list[int]:
         """Indices of the ``pool`` words sharing ``word``'s stem (a short pool word must be a whole prefix)."""
@@ -449,6 +455,52 @@ class PhraseNormaliser:
             self._hypernym_of_kit = {h: tuple(k) for h, k in under.items()}
         return self._hypernym_of_kit
 
+    def kit_kind(self) -> str | None:
+        """What the kit's non-colour words are kinds of, by WordNet: among the synsets above them (at any
+        height, any sense) that at least half of them reach, the one they reach in the fewest is-a steps
+        on average, named by its first word ("shape" for circle, square, triangle, star, ...; "entity" is
+        reached by all, but far up). None without WordNet or with fewer than two such words."""
+        offset = self._kit_kind_synset()
+        lexicon = self.lexicon
+        if offset is None or lexicon is None:
+            return None
+        return self._guarded_lexicon(lambda: lexicon.synset_words(offset)[0])
+
+    def _kit_kind_synset(self) -> int | None:
+        if self._kit_kind is None:
+            self._kit_kind = (self._guarded_lexicon(self._find_kit_kind) if self.lexicon is not None else None,)
+        return self._kit_kind[0]
+
+    def _find_kit_kind(self) -> int | None:
+        assert self.lexicon is not None
+        reached: dict[int, list[int]] = {}
+        nouns = 0
+        for known in self.words:
+            if self.is_colour_word(known):
+                continue
+            depths: dict[int, int] = {}
+            for form in dict.fromkeys([known, *self.lexicon.base_forms(known, ("noun",))]):
+                for offset, steps in self.lexicon.ancestors(form).items():
+                    depths[offset] = min(steps, depths.get(offset, steps))
+            nouns += bool(depths)
+            for offset, steps in depths.items():
+                reached.setdefault(offset, []).append(steps)
+        common = [(sum(d) / len(d), offset) for offset, d in reached.items() if nouns >= 2 and 2 * len(d) >= nouns]
+        return min(common)[1] if common else None
+
+    def other_kind(self, word: str) -> str | None:
+        """The kit's kind (`kit_kind`) when ``word`` (a word no rule maps) is, by WordNet, a kind of it;
+        else None ("heart" -> "shape" in the shapes world; "napkin" -> None)."""
+        if self.lexicon is None or not self.config.refuse_other_kinds:
+            return None
+        offset = self._kit_kind_synset()
+        lexicon = self.lexicon
+        if offset is None or lexicon is None:
+            return None
+        found = self._guarded_lexicon(lambda: any(offset in lexicon.ancestors(base)
+                                                  for base in lexicon.base_forms(word, ("noun",))))
+        return self.kit_kind() if found else None
+
     def prepare(self) -> None:
         """Embed the vocabulary's words and read the lexicon's indexes now instead of on first need."""
         if self.config.enabled and self._vectors is None:
@@ -545,9 +597,21 @@ class PhrasingEncoder(TextEncoder):
         if not (self.config.enabled and self.config.refuse_unknown_names):
             return None
         if interpretation.kit_words:
-            caution = self.caution(interpretation) if self.config.refuse_colour_only_names else None
-            return None if caution is None else (f"{caution}; name a shape it knows (phrasing setting "
-                                                 f"refuse_colour_only_names: false adds such names with a warning)")
+            caution = self.caution(interpretation)
+            if caution is None:
+                return None
+            if self.config.refuse_colour_only_names:
+                return (f"{caution}; name a shape it knows (phrasing setting refuse_colour_only_names: false "
+                        f"adds such names with a warning)")
+            kinds = [(w, self.normaliser.other_kind(w)) for w in interpretation.unknown]
+            word, kind = next(((w, k) for w, k in kinds if k is not None), ("", None))
+            if kind is None:
+                return None
+            mine = [w for w in self.normaliser.words if not self.normaliser.is_colour_word(w)]
+            return (f"{interpretation.name!r} names a {kind} this kit does not know (WordNet: {word} is-a {kind}; "
+                    f"its words other than colours: {', '.join(mine[:30])}): it would label "
+                    f"{interpretation.kit_words[0]} things of any {kind} (phrasing setting refuse_other_kinds: "
+                    f"false adds it with a warning)")
         known = self.normaliser.words
         shown = ", ".join(known[:40]) + (f", ... ({len(known)} words)" if len(known) > 40 else "")
         return (f"{interpretation.name!r} has no word this kit knows (its names use: {shown}); the kit can "
