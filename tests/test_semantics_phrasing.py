@@ -12,10 +12,12 @@ import yaml
 from zsp_ros.semantics.base import TextEncoder
 from zsp_ros.semantics.build import build_text_encoder, with_phrasing
 from zsp_ros.semantics.colour_words import ColourGrounding, read_colour_table, srgb_to_lab
+from zsp_ros.semantics.lexicon import find_wordnet
 from zsp_ros.semantics.phrasing import (
     PhraseNormaliser,
     PhrasingConfig,
     PhrasingEncoder,
+    _one_edit_apart,
     load_phrasing_config,
     vocabulary_words,
     words_of,
@@ -226,3 +228,21 @@ def test_unknown_names_are_refused_only_for_text_only_encoders():
     assert "has no word this kit knows" in plain.refusal(plain.interpret(["zebra"])[0])
     assert aligned.refusal(aligned.interpret(["zebra"])[0]) is None
     assert strict.refusal(strict.interpret(["zebra"])[0]) is not None
+
+
+@pytest.mark.skipif(find_wordnet() is None, reason="WordNet is not installed (apt-get install wordnet-base)")
+def test_a_misspelt_kit_word_is_read_as_it(shapes):
+    """Rule 4: one edit from exactly one kit word, and no English word by WordNet."""
+    yelow = shapes.interpret("yelow ring")
+    assert yelow.text == "yellow ring" and yelow.explanation == "yelow is taken as a misspelling of yellow"
+    assert shapes.interpret("white sqaure").text == "white square"          # two letters swapped
+    assert shapes.interpret("red tar").text == "red tar"                    # under 4 letters
+    assert _one_edit_apart("sqaure", "square") and _one_edit_apart("yelow", "yellow")
+    assert not _one_edit_apart("sqare", "squares") and not _one_edit_apart("star", "star")
+
+
+@pytest.mark.skipif(find_wordnet() is None, reason="WordNet is not installed (apt-get install wordnet-base)")
+def test_an_english_word_is_no_misspelling(shapes, minilm):
+    assert shapes.interpret("red stare").text == "red stare"               # stare is a word, star a kit word
+    no_lexicon = PhraseNormaliser(vocabulary=SHAPES, embed=minilm.encode, config=load_phrasing_config(lexicon=False))
+    assert no_lexicon.interpret("white sqaure").text == "white sqaure"      # no WordNet, no typo rule

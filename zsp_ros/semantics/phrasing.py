@@ -113,6 +113,9 @@ class PhrasingConfig:
         colours and one of whose other words is, by WordNet, a kind of what the kit's words are kinds of
         (`PhraseNormaliser.kit_kind`: "shape" for the shapes world) but none of them: "red heart" (heart
         is-a shape, and no kit word is a heart) names a shape the kit cannot draw.
+    typos: rule 4, a word one edit away from exactly one vocabulary word and no English word is taken
+        as a misspelling of it ("yelow" -> yellow, "sqaure" -> square). It needs the lexicon (WordNet):
+        without one, "pear" could not be told from a misspelt "bear", so the rule stays silent.
     """
     enabled: bool = True
     min_similarity: float = 0.5
@@ -127,6 +130,7 @@ class PhrasingConfig:
     definitions: bool = True
     refuse_colour_only_names: bool = False
     refuse_other_kinds: bool = True
+    typos: bool = True
 
     def __post_init__(self) -> None:
         for f in fields(self):                  # a YAML/JSON value of the wrong type: say which setting
@@ -203,6 +207,8 @@ class Replacement:
             return f"{self.word} is a shade of {self.replacement}" + (f" (as {self.via})" if self.via else "")
         if self.rule == "lexicon":
             return f"WordNet: {self.via}"
+        if self.rule == "typo":
+            return f"{self.word} is taken as a misspelling of {self.replacement}"
         return f"{self.word} is a form of {self.replacement}"
 
 
@@ -230,6 +236,19 @@ class Interpretation:
         if self.dropped:
             reasons.append(f"left out {', '.join(repr(w) for w in self.dropped)} (no word of the kit)")
         return "; ".join(reasons)
+
+
+def _one_edit_apart(a: str, b: str) -> bool:
+    """True when ``b`` is ``a`` with one letter deleted, inserted or replaced, or two adjacent letters
+    swapped (optimal string alignment distance 1)."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
+                                  and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    return any(long[:i] + long[i + 1:] == short for i in range(len(long)))
 
 
 class PhraseNormaliser:
@@ -339,8 +358,24 @@ class PhraseNormaliser:
                     found = Replacement(word, colour[0], "colour", round(colour[1], 2), via=shade[0])
             if found is None and self.lexicon is not None and in_context:  # WordNet: "pentagram" is-a star
                 found = self._lexicon_word(word, colour_allowed, modifier, shapeless)
+            if found is None and self.config.typos:                       # "sqaure" -> square
+                found = self._misspelling(word, colour_allowed)
         self._cache[key] = found
         return found
+
+    def _misspelling(self, word: str, colour_allowed: bool) -> Replacement | None:
+        """Rule 4: the one vocabulary word one edit away from ``word`` (a letter left out, added, changed
+        or two neighbours swapped: "yelow", "sqaure"), for a word of at least 4 letters that is no colour
+        name and no English word by WordNet ("stare" stays, "star" is a kit word). No lexicon, no rule."""
+        lexicon = self.lexicon
+        if len(word) < 4 or word in self.colours.names or lexicon is None:
+            return None
+        if self._guarded_lexicon(lambda: bool(lexicon.base_forms(word)
+                                                                        or lexicon.adjective_nouns(word))):
+            return None
+        close = [k for k in self.words if abs(len(k) - len(word)) <= 1 and _one_edit_apart(word, k)
+                 and (colour_allowed or not self.is_colour_word(k))]
+        return Replacement(word, close[0], "typo", 1.0) if len(close) == 1 else None
 
     def _lexicon_word(self, word: str, colour_allowed: bool, modifier: bool, shapeless: bool) -> Replacement | None:
         """Rule 3 with its resource guarded (`_guarded_lexicon`)."""
