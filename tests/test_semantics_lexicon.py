@@ -34,8 +34,13 @@ SYNSETS = {
     "tile": (["tile"], []),
     "heart": (["heart"], ["shape"]),
     "napkin": (["napkin"], []),
+    "check_chip": (["check", "chip"], []),      # a sense of "chip" that is a "check" (a kit word's form)
+    "poker_chip": (["chip", "poker_chip"], []),
+    "donut": (["doughnut", "donut"], []),
 }
-DEFINITIONS = {"tile": 'a flat thin rectangular slab; "he laid the tiles"'}   # the rest: "a gloss"
+DEFINITIONS = {"tile": 'a flat thin rectangular slab; "he laid the tiles"',   # the rest: "a gloss"
+               "poker_chip": "a small disk-shaped counter used to represent money when gambling",
+               "donut": "a small ring-shaped friedcake"}
 # adjective synsets: (key, words, keys of the noun synsets its derivation pointers ("+") name)
 ADJECTIVES = {
     "pointed": (["pointed"], ["point"]),
@@ -190,6 +195,20 @@ def test_a_definition_gives_a_name_its_missing_shape(tiny):
     off = PhraseNormaliser(vocabulary=["red square", "green circle"], embed=_embed,
                            config=PhrasingConfig(colour_survey=False, definitions=False), lexicon=tiny)
     assert off.interpret("green tile").text == "green tile"
+
+
+def test_a_stated_shape_and_a_compound_read_as_a_whole(tiny):
+    """A definition that states a shape ("ring-shaped") gives it; two words WordNet knows as one noun are
+    read together ("poker chip": disk-shaped -> disk is-a circle), not word by word (chip = check)."""
+    normaliser = PhraseNormaliser(vocabulary=["blue circle", "brown checks", "yellow ring"], embed=_embed_by_stem,
+                                  config=PhrasingConfig(colour_survey=False), lexicon=tiny)
+    donut = normaliser.interpret("yellow donut")
+    assert donut.text == "yellow ring" and donut.explanation == "WordNet: donut is ring-shaped"
+    chip = normaliser.interpret("blue poker chip")
+    assert chip.text == "blue circle"
+    assert chip.explanation == "WordNet: poker chip is disk-shaped (disk is-a circle)"
+    assert normaliser.interpret("blue chip").text == "blue checks"       # alone, "chip" keeps its other sense
+    assert normaliser.interpret("blue poker").text == "blue poker"
 
 
 def test_a_colour_with_a_shape_the_kit_does_not_know_is_refused(tiny):

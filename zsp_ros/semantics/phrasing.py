@@ -40,7 +40,10 @@ the same thing; everything else in the name is left as typed:
    A relative that is another form of a kit word by rule 1 counts ("chessboard" is-a checkerboard ->
    "checks"). With ``definitions``, for a name that still lacks a shape/texture word, the first
    adjective of the word's definition that pertains to a kit noun, or to the noun that exactly one kit
-   word's main sense is-a ("tile": a flat thin rectangular slab -> rectangle -> square).
+   word's main sense is-a ("tile": a flat thin rectangular slab -> rectangle -> square); a shape the
+   definition states comes first ("donut": a small ring-shaped friedcake -> ring). Two or three words
+   that WordNet knows as one noun are read as a whole first ("poker chip": a small disk-shaped
+   counter -> disk is-a circle, where "chip" alone would be a "check").
    Off by default for image-aligned encoders (CLIP knows what "pentagram" looks like).
 
 With ``drop_unknown_words``, a name whose rewrite holds a colour word and another kit word is encoded
@@ -79,6 +82,7 @@ T = TypeVar("T")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
 # two words rewritten to the same kit word are said once: "blue round disc" -> "blue circle", not
 # "blue circle circle" (on the dev set the doubled word cost that category half its PQ)
+_STATED_SHAPE = re.compile(r"\b([a-z]+)-shaped\b|\bin the (?:form|shape) of an? ([a-z]+)")
 _REPEATED_WORD = re.compile(r"\b(\w+)(?:[\s-]+\1\b)+", re.IGNORECASE)
 
 
@@ -456,13 +460,24 @@ class PhraseNormaliser:
         return None
 
     def _definition_reading(self, word: str, base: str, target: Callable[[str], str | None]) -> Replacement | None:
-        """Rule 3, last step: the shape the definition of ``base``'s first noun sense gives it. The first
-        adjective of the definition that pertains to a noun (its first sense with such pointers) naming a
+        """Rule 3, last step: the shape the definition of ``base``'s first noun sense gives it: a shape it
+        states ("poker chip": a small disk-shaped counter -> disk is-a circle; "life buoy": ... in the
+        form of a ring), else the first adjective of the definition that pertains to a noun (its first sense with such pointers) naming a
         vocabulary word, or the one vocabulary word that is-a that noun ("tile": a flat thin rectangular
         slab -> rectangle -> square, the only kit word that is-a rectangle). Adjectives only: a
         definition's nouns say what a thing is made of or used for ("a six-sided polygon" is no triangle)."""
         assert self.lexicon is not None
-        for token in words_of(self.lexicon.definition(base)):
+        gloss = self.lexicon.definition(base)
+        for statement in _STATED_SHAPE.finditer(gloss.lower()):   # "disk-shaped", "in the form of a ring"
+            stated = statement.group(1) or statement.group(2)
+            known = target(stated)
+            via = f"{base} is {statement.group(0)}"
+            if known is None:
+                found = self._lexicon_lookup(stated, False, False)
+                known, via = (found.replacement, f"{via} ({found.via})") if found is not None else (None, via)
+            if known is not None:
+                return Replacement(word, known, "lexicon", 0.0, via=via)
+        for token in words_of(gloss):
             readings = next((nouns for nouns in self.lexicon.adjective_nouns(token) if nouns), ())
             for noun in readings:
                 known = target(noun)
@@ -544,6 +559,29 @@ class PhraseNormaliser:
         if lexicon is not None:
             self._guarded_lexicon(lambda: (lexicon.load(), self._lexicon_target_words()))
 
+    def _compounds(self, words: list[str], kit_words: list[bool]) -> dict[int, int]:
+        """Start -> end (exclusive) of the runs of 2-3 words that WordNet knows as one noun ("poker chip",
+        "life buoy"), longest first, among words that are no kit word and no colour name: such a run is
+        read as a whole first (rule 3: "poker chip" is disk-shaped, where "chip" alone has a sense that
+        is a "check"), and word by word only when the whole gives no kit word ("round shape")."""
+        lexicon = self.lexicon
+        if lexicon is None:
+            return {}
+        free = [not kit_words[j] and words[j] not in self.colours.names and not self.is_colour_word(words[j])
+                for j in range(len(words))]
+
+        def find() -> dict[int, int]:
+            found: dict[int, int] = {}
+            k = 0
+            while k < len(words):
+                end = next((k + n for n in (3, 2) if k + n <= len(words) and all(free[k:k + n])
+                            and lexicon.base_forms(" ".join(words[k:k + n]), ("noun",))), k + 1)
+                if end > k + 1:
+                    found[k] = end
+                k = end
+            return found
+        return self._guarded_lexicon(find) or {}
+
     def is_colour_word(self, word: str) -> bool:
         """A word that names a colour whatever else it could mean: a basic colour term or one of the
         vocabulary's colour words (`ColourGrounding.targets`)."""
@@ -568,20 +606,32 @@ class PhraseNormaliser:
         colour_words = [self.is_colour_word(w) for w in words]
         kit_words = [w in self._known or (self.config.enabled and self._replace(w, False) is not None)
                      for w in words]
-        for k, (match, word) in enumerate(zip(matches, words)):
-            if word in self._known or not self.config.enabled:
+        compounds = self._compounds(words, kit_words) if self.config.enabled else {}
+        k = 0
+        while k < len(words):
+            end = compounds.get(k, k + 1)            # words[k:end]: one word, or a WordNet compound
+            span, k = words[k:end], end
+            if span[0] in self._known or not self.config.enabled:
                 continue
-            others = [j for j in range(len(words)) if j != k]
+            others = [j for j in range(len(words)) if not end - len(span) <= j < end]
             in_context = any(kit_words[j] for j in others)
-            colour_allowed = k < len(words) - 1 and not any(colour_words[j] for j in others) and in_context
             shapeless = not any(kit_words[j] and not colour_words[j] for j in others)
-            found = self._replace(word, colour_allowed, in_context, modifier=k < len(words) - 1, shapeless=shapeless)
+            if len(span) > 1:                        # "poker chip": read as a whole first
+                found = self._lexicon_word(" ".join(span), False, False, shapeless) if in_context else None
+                if found is None:                    # "round shape" says nothing as a whole: word by word
+                    compounds.pop(end - len(span))
+                    k = end - len(span)
+                    continue
+            else:
+                colour_allowed = end < len(words) and not any(colour_words[j] for j in others) and in_context
+                found = self._replace(span[0], colour_allowed, in_context, modifier=end < len(words),
+                                      shapeless=shapeless)
             if found is None:
-                unknown.append(word)
+                unknown += span
                 continue
             replacements.append(found)
-            pieces += [name[last:match.start()], found.replacement]
-            last = match.end()
+            pieces += [name[last:matches[end - len(span)].start()], found.replacement]
+            last = matches[end - 1].end()
         text = _REPEATED_WORD.sub(r"\1", "".join(pieces) + name[last:]) if replacements else name
         kit_words = tuple(w for w in words_of(text) if w in self._known)
         dropped: tuple[str, ...] = ()
