@@ -211,6 +211,15 @@ def test_a_stated_shape_and_a_compound_read_as_a_whole(tiny):
     assert normaliser.interpret("blue poker").text == "blue poker"
 
 
+def test_two_unknown_forms_give_each_other_context(tiny):
+    """'grey dot': neither word is a kit word as typed, each is one without context (a basic colour term,
+    a base form); each makes the other a word next to a kit word, so both are read."""
+    normaliser = PhraseNormaliser(vocabulary=["gray dots", "red star"], embed=_embed_by_stem,
+                                  config=PhrasingConfig(colour_survey=False), lexicon=tiny)
+    assert normaliser.interpret("Grey dot").text == "gray dots"
+    assert normaliser.interpret("grey napkin").text == "grey napkin"        # napkin gives grey no context
+
+
 def test_a_colour_with_a_shape_the_kit_does_not_know_is_refused(tiny):
     """The kit's words are kinds of "shape" (WordNet); "red heart" names another shape: refused by name.
     "red napkin" (no shape by WordNet) is added with the warning that it labels red things of any shape."""

@@ -559,6 +559,25 @@ class PhraseNormaliser:
         if lexicon is not None:
             self._guarded_lexicon(lambda: (lexicon.load(), self._lexicon_target_words()))
 
+    def _kit_word_alone(self, word: str) -> bool:
+        """Whether ``word`` is a kit word, or one without any context: another form of one (rule 1, or
+        WordNet's base forms: "dot" -> dots), or a basic colour term the colour rule grounds ("grey" ->
+        gray). These give the other words of a name their context ("grey dot": each makes the other one
+        a word next to a kit word)."""
+        if word in self._known:
+            return True
+        if not self.config.enabled:
+            return False
+        if self._replace(word, False) is not None:
+            return True
+        if word in BASIC_COLOUR_TERMS and self.colours.ground(word) is not None:
+            return True
+        lexicon = self.lexicon
+        if lexicon is None:
+            return False
+        targets = self._guarded_lexicon(self._lexicon_target_words) or {}
+        return bool(self._guarded_lexicon(lambda: any(base in targets for base in lexicon.base_forms(word))))
+
     def _compounds(self, words: list[str], kit_words: list[bool]) -> dict[int, int]:
         """Start -> end (exclusive) of the runs of 2-3 words that WordNet knows as one noun ("poker chip",
         "life buoy"), longest first, among words that are no kit word and no colour name: such a run is
@@ -604,8 +623,7 @@ class PhraseNormaliser:
         matches = list(_WORD.finditer(name.lower()))
         words = [m.group(0) for m in matches]
         colour_words = [self.is_colour_word(w) for w in words]
-        kit_words = [w in self._known or (self.config.enabled and self._replace(w, False) is not None)
-                     for w in words]
+        kit_words = [self._kit_word_alone(w) for w in words]
         compounds = self._compounds(words, kit_words) if self.config.enabled else {}
         k = 0
         while k < len(words):
