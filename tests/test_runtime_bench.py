@@ -42,3 +42,26 @@ def test_bench_runtime_writes_every_key(tmp_path, monkeypatch):
     size = report["sizes"]["96x64"]
     assert 0 < size["postprocess_panoptic_only_ms"] and size["post_over_forward_panoptic_only"] > 0
     assert "machine" in report["provenance"] and report["postprocess_host"] in ("numba", "numpy")
+
+
+def test_generic_add_names_survive_the_phrasing():
+    """The bench's filler names carry a kit word but no colour, so the phrasing neither refuses them nor
+    reads them as a kit category ("benchmark category 0 red circle" had become "red circle")."""
+    from types import SimpleNamespace
+
+    from zsp_ros.bench.runtime import _add_names
+    from zsp_ros.semantics.build import build_text_encoder
+    from zsp_ros.semantics.phrasing import PhrasingEncoder
+
+    kit_names = ["red circle", "green square", "blue star", "gray stripes"]
+
+    class Listing(list):                       # what CategoryRegistry.list() offers: iteration, len, get
+        def get(self, name):
+            return next((e for e in self if e.name == name), None)
+
+    registry = SimpleNamespace(list=lambda: Listing(SimpleNamespace(name=n) for n in kit_names))
+    names = _add_names(None, registry, 3)
+    encoder = PhrasingEncoder(base=build_text_encoder("minilm"), vocabulary=kit_names)
+    readings = encoder.interpret(names)
+    assert len({r.text for r in readings}) == 3
+    assert all(r.text not in kit_names and encoder.refusal(r) is None for r in readings)

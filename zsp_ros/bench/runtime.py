@@ -134,14 +134,15 @@ def _time_size(segmenter: Any, image: np.ndarray, repeats: int) -> dict[str, Any
 
 def _add_names(data: Path | None, registry: Any, count: int) -> list[str]:
     """``count`` distinct names to add: the world's categories the registry lacks, then generic names
-    ("benchmark category N <a kit category's name>": they carry the kit's words, which a kit whose
-    phrasing refuses names with no word it knows requires)."""
+    ("benchmark category N <the last word of a kit category's name>", e.g. "... 7 circle": a kit word,
+    which a kit whose phrasing refuses names with no word it knows requires, and no colour, so that the
+    phrasing does not read the name as that kit category itself)."""
     names = []
     if data is not None:
         names = [c["name"] for c in read_split(data / "split.json")["categories"]
                  if registry.list().get(c["name"]) is None]
     known = {n.casefold() for n in names} | {c.name.casefold() for c in registry.list()}
-    anchor = next(iter(registry.list())).name if len(registry.list()) else ""
+    anchor = next(iter(registry.list())).name.split()[-1] if len(registry.list()) else ""
     generic = (f"benchmark category {i} {anchor}".strip() for i in range(10 ** 6))
     while len(names) < count:
         name = next(generic)

@@ -3,7 +3,7 @@
 Why. The phrasing rewrite (zsp_ros.semantics.phrasing) grounds a user's word in the words of a kit's
 category names. Word forms and colours are covered by its first two rules; a shape or texture named
 by another noun is not: the offline sentence encoder puts "pentagram" nearer "circle" than "star"
-and "disc" nearer "ring" than "circle" (README, "Phrasing"). WordNet says what a noun *is*
+and "disc" nearer "ring" than "circle" (README, "Adding categories by name"). WordNet says what a noun *is*
 ("pentagram": a star with 5 points, is-a star; "disc": a flat circular plate, is-a circle), which is
 exactly the relation needed to name it with a kit word.
 

@@ -10,8 +10,8 @@ Measured on the synthetic world (results/vocabulary.md, before this module): a c
 colour. Inflections ("triangles", "triangular", "star-shaped") were handled better but still lost.
 
 What. `PhraseNormaliser` replaces every word of a name that is not a word of the kit's names (the
-*vocabulary*) by a vocabulary word when, and only when, one of two offline resources says they mean
-the same thing; everything else in the name is left as typed:
+*vocabulary*) by a vocabulary word when, and only when, an offline resource (the text encoder, the
+colour tables, WordNet) says they mean the same thing; everything else in the name is left as typed:
 
 1. Word form (any vocabulary): a vocabulary word that shares the word's stem (a common prefix of
    ``min_stem`` letters, or the whole vocabulary word: "triangles"/"triangular" -> "triangle",
@@ -45,6 +45,8 @@ the same thing; everything else in the name is left as typed:
    that WordNet knows as one noun are read as a whole first ("poker chip": a small disk-shaped
    counter -> disk is-a circle, where "chip" alone would be a "check").
    Off by default for image-aligned encoders (CLIP knows what "pentagram" looks like).
+4. Typo (with ``typos`` and the lexicon): a word of 4+ letters that is no English word and one edit
+   (a letter left out, added, changed, or two swapped) from exactly one vocabulary word ("sqaure").
 
 With ``drop_unknown_words``, a name whose rewrite holds a colour word and another kit word is encoded
 as its kit words alone ("blue round thing" -> "blue circle"): the words left are ones the generator
@@ -59,7 +61,7 @@ live in that encoder's space) and encodes ``(1 - raw_weight) * e(rewritten) + ra
 re-normalised; `PhrasingEncoder.interpret` says what a name became (for the add response).
 
 The parameters live in config/phrasing.yaml (`load_phrasing_config`); they were chosen on the
-development parts of config/vocabulary/unseen_paraphrases.json only (README, "Phrasing").
+development parts of the names files in config/vocabulary/ only (README, "Adding categories by name").
 """
 from __future__ import annotations
 
@@ -337,7 +339,7 @@ class PhraseNormaliser:
 
     def _replace(self, word: str, colour_allowed: bool, in_context: bool = False,
                  modifier: bool = False, shapeless: bool = False) -> Replacement | None:
-        """Rules 1-3 for one word (module docstring). ``colour_allowed``: the word stands where a colour
+        """Rules 1-4 for one word (module docstring). ``colour_allowed``: the word stands where a colour
         adjective would; ``in_context``: another word of the name is a kit word (rule 3 needs it);
         ``modifier``: the word stands before the name's head noun (rule 3 reads it as an adjective first);
         ``shapeless``: no other word of the name is a kit word other than a colour (only then does rule 3

@@ -215,7 +215,7 @@ def build_release_kit(*, segmenter: str | Path, pading: str | Path, clip: str | 
                                  "no_object": float(cw.get("no_object", 0.1))},
                "fit_kwargs": {key: fh[key] for key in ("optimizer", "steps", "lr", "weight_decay") if key in fh}}
     # The phrasing rewrite's cosine bar (config/phrasing.yaml) was chosen on MiniLM's scale; CLIP's cosines sit
-    # higher, so a release kit starts with it off until it is re-chosen on CLIP (README "Phrasing").
+    # higher, so a release kit starts with it off until it is re-chosen on CLIP (README "Adding categories by name").
     te_kwargs: dict[str, Any] = {"templates": list(PADING_TEMPLATES), "quick_gelu": True,
                                  "phrasing": {"enabled": False}}
     if record_clip_path:
