@@ -37,15 +37,19 @@ SYNSETS = {
     "check_chip": (["check", "chip"], []),      # a sense of "chip" that is a "check" (a kit word's form)
     "poker_chip": (["chip", "poker_chip"], []),
     "donut": (["doughnut", "donut"], []),
+    "checkup": (["checkup"], []),              # a form of "checks" by rule 1, but no base form of it
+    "aid": (["aid"], []),
 }
 DEFINITIONS = {"tile": 'a flat thin rectangular slab; "he laid the tiles"',   # the rest: "a gloss"
                "poker_chip": "a small disk-shaped counter used to represent money when gambling",
-               "donut": "a small ring-shaped friedcake"}
+               "donut": "a small ring-shaped friedcake",
+               "aid": "medical help"}
 # adjective synsets: (key, words, keys of the noun synsets its derivation pointers ("+") name)
 ADJECTIVES = {
     "pointed": (["pointed"], ["point"]),
     "round": (["round", "circular"], ["circle"]),
     "rectangular": (["rectangular"], ["rectangle"]),
+    "medical": (["medical"], ["checkup"]),
 }
 
 
@@ -209,6 +213,8 @@ def test_a_stated_shape_and_a_compound_read_as_a_whole(tiny):
     assert chip.explanation == "WordNet: poker chip is disk-shaped (disk is-a circle)"
     assert normaliser.interpret("blue chip").text == "blue checks"       # alone, "chip" keeps its other sense
     assert normaliser.interpret("blue poker").text == "blue poker"
+    # a definition's adjective counts through a kit word's base form only: medical -> checkup is no "checks"
+    assert normaliser.interpret("blue aid").text == "blue aid"
 
 
 def test_two_unknown_forms_give_each_other_context(tiny):

@@ -83,6 +83,8 @@ def test_colour_synonyms_and_word_forms_are_mapped(shapes):
         [("crimson", "red", "colour"), ("triangular", "triangle", "form")]
     assert interpretation.unknown == ("sign",) and interpretation.text == "red triangle"
     assert interpretation.dropped == ("sign",)                             # drop_unknown_words
+    reordered = shapes.interpret("brick wall painted green")                # the kit's names say colour first
+    assert reordered.text == "green bricks" and reordered.dropped == ("wall", "painted")
 
 
 def test_colour_survey_grounds_everyday_colour_words(minilm, shapes):

@@ -49,7 +49,8 @@ colour tables, WordNet) says they mean the same thing; everything else in the na
    (a letter left out, added, changed, or two swapped) from exactly one vocabulary word ("sqaure").
 
 With ``drop_unknown_words``, a name whose rewrite holds a colour word and another kit word is encoded
-as its kit words alone ("blue round thing" -> "blue circle"): the words left are ones the generator
+as its kit words alone, in the order the kit's names put them ("blue round thing" -> "blue circle",
+"brick wall painted green" -> "green bricks"): the words left are ones the generator
 never saw, and only move the embedding away from the names it was trained on.
 
 A word kept as typed still reaches the text encoder, so "zebra", "coffee mug" or "hexagon" embed
@@ -244,6 +245,17 @@ class Interpretation:
         return "; ".join(reasons)
 
 
+def _word_places(names: Sequence[str]) -> dict[str, float]:
+    """Word -> its mean place in the names that hold it, 0 = first word .. 1 = last ("red" 0, "circle" 1
+    in colour-shape names): the order in which a name's kit words are put back together."""
+    places: dict[str, list[float]] = {}
+    for name in names:
+        words = words_of(name)
+        for i, word in enumerate(words):
+            places.setdefault(word, []).append(i / (len(words) - 1) if len(words) > 1 else 1.0)
+    return {word: sum(p) / len(p) for word, p in places.items()}
+
+
 def _one_edit_apart(a: str, b: str) -> bool:
     """True when ``b`` is ``a`` with one letter deleted, inserted or replaced, or two adjacent letters
     swapped (optimal string alignment distance 1)."""
@@ -276,6 +288,7 @@ class PhraseNormaliser:
         if not self.words:
             raise ValueError("the phrasing vocabulary has no words")
         self._known = set(self.words)
+        self._place = _word_places(vocabulary)     # word -> where it stands in the kit's names, 0 (first) .. 1
         self._embed = embed
         self._vectors: np.ndarray | None = None        # [V, D], embedded on first need
         self.form_rule_problem: str | None = None      # why the word-form rule is off, if it is
@@ -464,8 +477,9 @@ class PhraseNormaliser:
     def _definition_reading(self, word: str, base: str, target: Callable[[str], str | None]) -> Replacement | None:
         """Rule 3, last step: the shape the definition of ``base``'s first noun sense gives it: a shape it
         states ("poker chip": a small disk-shaped counter -> disk is-a circle; "life buoy": ... in the
-        form of a ring), else the first adjective of the definition that pertains to a noun (its first sense with such pointers) naming a
-        vocabulary word, or the one vocabulary word that is-a that noun ("tile": a flat thin rectangular
+        form of a ring), else the first adjective of the definition that pertains to a noun (its first
+        sense with such pointers) that is a base form of a vocabulary word, or the one vocabulary word
+        that is-a that noun ("tile": a flat thin rectangular
         slab -> rectangle -> square, the only kit word that is-a rectangle). Adjectives only: a
         definition's nouns say what a thing is made of or used for ("a six-sided polygon" is no triangle)."""
         assert self.lexicon is not None
@@ -479,10 +493,11 @@ class PhraseNormaliser:
                 known, via = (found.replacement, f"{via} ({found.via})") if found is not None else (None, via)
             if known is not None:
                 return Replacement(word, known, "lexicon", 0.0, via=via)
+        exact = self._lexicon_target_words()
         for token in words_of(gloss):
             readings = next((nouns for nouns in self.lexicon.adjective_nouns(token) if nouns), ())
-            for noun in readings:
-                known = target(noun)
+            for noun in readings:               # a kit word's own base form, not another form of it
+                known = target(noun) if noun in exact else None     # ("medical" -> checkup is no "checks")
                 via = f"{base} is {token} ({token} pertains to {noun})"
                 if known is None:
                     under = self._kit_words_under().get(noun, ())
@@ -657,7 +672,8 @@ class PhraseNormaliser:
         dropped: tuple[str, ...] = ()
         if self.config.drop_unknown_words and unknown and any(self.is_colour_word(w) for w in kit_words) \
                 and not all(self.is_colour_word(w) for w in kit_words):
-            dropped, text = tuple(unknown), " ".join(dict.fromkeys(kit_words))
+            in_kit_order = sorted(dict.fromkeys(kit_words), key=lambda w: self._place.get(w, 0.5))
+            dropped, text = tuple(unknown), " ".join(in_kit_order)    # "brick wall painted green" -> "green bricks"
         return Interpretation(name=name, text=text, replacements=tuple(replacements), unknown=tuple(unknown),
                               kit_words=kit_words, dropped=dropped)
 
