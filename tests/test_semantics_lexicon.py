@@ -194,6 +194,10 @@ def test_a_definition_gives_a_name_its_missing_shape(tiny):
     assert tile.text == "green square"
     assert tile.explanation == ("WordNet: tile is rectangular (rectangular pertains to rectangle; "
                                 "a square is-a rectangle)")
+    rectangle = normaliser.interpret("green rectangle")          # the one kit word directly under it
+    assert rectangle.text == "green square"
+    assert rectangle.explanation == "WordNet: a square is-a rectangle, the only kit word that is"
+    assert normaliser.interpret("green shape").text == "green shape"    # the kit's kind itself says nothing
     square_tile = normaliser.interpret("green circle tile")      # has its shape: the definition is not read
     assert square_tile.text == "green circle" and square_tile.dropped == ("tile",)
     off = PhraseNormaliser(vocabulary=["red square", "green circle"], embed=_embed,

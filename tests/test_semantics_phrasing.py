@@ -232,6 +232,21 @@ def test_unknown_names_are_refused_only_for_text_only_encoders():
     assert strict.refusal(strict.interpret(["zebra"])[0]) is not None
 
 
+def test_a_colour_the_kit_does_not_know_is_refused():
+    """'black circle' in a kit whose colours are red and blue: refused by name (refuse_other_colours); a kit
+    with one colour word, an image-aligned encoder, or the setting off add it."""
+    two_colours = with_phrasing(_Table(), {"vocabulary": ["red circle", "blue circle", "red star"]})
+    refusal = two_colours.refusal(two_colours.interpret(["black circle"])[0])
+    assert refusal is not None and "names a colour this kit does not know (black; its colours: blue, red)" in refusal
+    assert two_colours.refusal(two_colours.interpret(["red circle stripes"])[0]) is None
+    one_colour = with_phrasing(_Table(), {"vocabulary": ["red circle", "red star"]})
+    assert one_colour.refusal(one_colour.interpret(["black circle"])[0]) is None
+    aligned = with_phrasing(_ImageAligned(), {"vocabulary": ["red circle", "blue circle"]})
+    assert aligned.refusal(aligned.interpret(["black circle"])[0]) is None
+    off = with_phrasing(_Table(), {"vocabulary": ["red circle", "blue circle"], "refuse_other_colours": False})
+    assert off.refusal(off.interpret(["black circle"])[0]) is None
+
+
 @pytest.mark.skipif(find_wordnet() is None, reason="WordNet is not installed (apt-get install wordnet-base)")
 def test_a_misspelt_kit_word_is_read_as_it(shapes):
     """Rule 4: one edit from exactly one kit word, and no English word by WordNet."""

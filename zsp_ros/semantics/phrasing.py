@@ -120,6 +120,9 @@ class PhrasingConfig:
         colours and one of whose other words is, by WordNet, a kind of what the kit's words are kinds of
         (`PhraseNormaliser.kit_kind`: "shape" for the shapes world) but none of them: "red heart" (heart
         is-a shape, and no kit word is a heart) names a shape the kit cannot draw.
+    refuse_other_colours: with ``refuse_unknown_names``, also refuse a name whose only colour word is a
+        basic colour term that is none of the kit's colours ("black square" in a kit without black),
+        for a kit whose names use at least two colours.
     typos: rule 4, a word one edit away from exactly one vocabulary word and no English word is taken
         as a misspelling of it ("yelow" -> yellow, "sqaure" -> square). It needs the lexicon (WordNet):
         without one, "pear" could not be told from a misspelt "bear", so the rule stays silent.
@@ -137,6 +140,7 @@ class PhrasingConfig:
     definitions: bool = True
     refuse_colour_only_names: bool = False
     refuse_other_kinds: bool = True
+    refuse_other_colours: bool = True
     typos: bool = True
 
     def __post_init__(self) -> None:
@@ -467,6 +471,13 @@ class PhraseNormaliser:
                     if hit is not None:
                         return Replacement(word, str(target(hit)), "lexicon", float(sense.rank),
                                            via=f"{base} {relation} {hit}")
+        kind = self._kit_kind_synset()
+        kind_words = set(self.lexicon.synset_words(kind)) if kind is not None else set()
+        for base in bases:                      # "rectangle": the one kit word that is-a it ("square")
+            under = self._kit_words_under().get(base, ())
+            if len(under) == 1 and target(under[0]) is not None and shapeless and base not in kind_words:
+                return Replacement(word, str(target(under[0])), "lexicon", 0.0,
+                                   via=f"a {under[0]} is-a {base}, the only kit word that is")
         if self.config.definitions and shapeless:
             for base in bases:
                 found = self._definition_reading(word, base, target)
@@ -508,12 +519,15 @@ class PhraseNormaliser:
         return None
 
     def _kit_words_under(self) -> dict[str, tuple[str, ...]]:
-        """WordNet noun -> the vocabulary words whose first (most frequent) sense is-a that noun directly."""
+        """WordNet noun -> the vocabulary words whose first (most frequent) sense is-a that noun directly.
+        A plural kit word is read through its singular when WordNet has one: the lemma "stripes" is first
+        a grade insignia (is-a badge), "stripe" a band of colour."""
         assert self.lexicon is not None
         if self._hypernym_of_kit is None:
             under: dict[str, list[str]] = {}
             for known in self.words:
-                for form in dict.fromkeys([known, *self.lexicon.base_forms(known, ("noun",))]):
+                forms = self.lexicon.base_forms(known, ("noun",))
+                for form in [f for f in forms if f != known] or [known]:
                     for sense in self.lexicon.senses(form)[:1]:     # its main sense: "stripe" is-a variety
                         for hypernym in sense.hypernyms:                # only in its fourth sense
                             under.setdefault(hypernym, [])
@@ -718,6 +732,9 @@ class PhrasingEncoder(TextEncoder):
         if not (self.config.enabled and self.config.refuse_unknown_names):
             return None
         if interpretation.kit_words:
+            other_colour = self._other_colour(interpretation)
+            if other_colour is not None:
+                return other_colour
             caution = self.caution(interpretation)
             if caution is None:
                 return None
@@ -738,6 +755,21 @@ class PhrasingEncoder(TextEncoder):
         return (f"{interpretation.name!r} has no word this kit knows (its names use: {shown}); the kit can "
                 f"only recombine those words and would label other things with it (phrasing setting "
                 f"refuse_unknown_names: false adds such names anyway)")
+
+    def _other_colour(self, interpretation: Interpretation) -> str | None:
+        """With ``refuse_other_colours``: why a name with a basic colour term that is none of the kit's
+        colours and no shade of one ("black square": the kit's colours have no black) must not be added,
+        or None. Only for a kit whose names use at least two colours; the generator never saw that colour
+        and would put the name's fakes on the kit's shapes of some other colour."""
+        if not self.config.refuse_other_colours:
+            return None
+        mine = [w for w in self.normaliser.words if self.normaliser.is_colour_word(w)]
+        others = [w for w in interpretation.unknown if w in BASIC_COLOUR_TERMS]
+        if len(mine) < 2 or not others or any(self.normaliser.is_colour_word(w) for w in interpretation.kit_words):
+            return None
+        return (f"{interpretation.name!r} names a colour this kit does not know ({others[0]}; its colours: "
+                f"{', '.join(mine)}): it would label {', '.join(interpretation.kit_words)} things of another "
+                f"colour (phrasing setting refuse_other_colours: false adds it)")
 
     def caution(self, interpretation: Interpretation) -> str | None:
         """A warning for a name whose only kit words are colours ("red heart", "green sticky note"), or
