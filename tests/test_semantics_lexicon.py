@@ -29,7 +29,10 @@ SYNSETS = {
     "point_dot": (["point", "dot"], []),       # a later noun sense of "point": a dot
     "checkerboard": (["checkerboard"], []),
     "chessboard": (["chessboard"], ["checkerboard"]),
-    "rectangle": (["rectangle"], []),
+    "polygon": (["polygon"], []),
+    "quadrilateral": (["quadrilateral"], ["polygon"]),
+    "rectangle": (["rectangle"], ["quadrilateral"]),
+    "triangle": (["triangle"], ["polygon"]),
     "square": (["square"], ["rectangle"]),
     "tile": (["tile"], []),
     "heart": (["heart"], ["shape"]),
@@ -198,6 +201,10 @@ def test_a_definition_gives_a_name_its_missing_shape(tiny):
     assert rectangle.text == "green square"
     assert rectangle.explanation == "WordNet: a square is-a rectangle, the only kit word that is"
     assert normaliser.interpret("green shape").text == "green shape"    # the kit's kind itself says nothing
+    assert normaliser.interpret("green quadrilateral").text == "green square"      # at any height
+    with_triangle = PhraseNormaliser(vocabulary=["red square", "green circle", "blue triangle"], embed=_embed,
+                                     config=PhrasingConfig(colour_survey=False), lexicon=tiny)
+    assert with_triangle.interpret("green polygon").text == "green polygon"        # two kit words below it
     square_tile = normaliser.interpret("green circle tile")      # has its shape: the definition is not read
     assert square_tile.text == "green circle" and square_tile.dropped == ("tile",)
     off = PhraseNormaliser(vocabulary=["red square", "green circle"], embed=_embed,

@@ -171,6 +171,7 @@ def _phrasing_encoder(encoder: Any, kit: Any, mode: str) -> Any:
         return base
     settings = dict(kit.manifest["text_encoder"].get("kwargs", {}).get("phrasing") or {})
     settings.setdefault("vocabulary", list(kit.categories.names))
+    settings.setdefault("stuff", [c.name for c in kit.categories if not c.isthing])
     return with_phrasing(base, settings)
 
 

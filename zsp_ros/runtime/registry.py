@@ -729,6 +729,7 @@ def build_registry(kit: ModelKit, *, text_encoder: TextEncoderLike | None = None
         kwargs = dict(kit.manifest["text_encoder"].get("kwargs", {}))
         phrasing = dict(kwargs.pop("phrasing", None) or {})        # zsp_ros.semantics.phrasing; on by default,
         phrasing.setdefault("vocabulary", list(kit.categories.names))  # toward the words of the kit's names
+        phrasing.setdefault("stuff", [c.name for c in kit.categories if not c.isthing])   # their roles
         base = build_text_encoder(kit.text_encoder_id, **kwargs)
         try:
             text_encoder = with_phrasing(base, phrasing)

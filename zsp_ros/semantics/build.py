@@ -69,7 +69,8 @@ TEXT_ENCODERS: dict[str, Callable[..., TextEncoder]] = {
 
 
 def with_phrasing(encoder: TextEncoder, phrasing: Mapping[str, Any] | None) -> TextEncoder:
-    """``encoder`` wrapped in a `PhrasingEncoder` for ``phrasing`` = {"vocabulary": [names], <settings>}
+    """``encoder`` wrapped in a `PhrasingEncoder` for ``phrasing`` = {"vocabulary": [names], "stuff": [the
+    vocabulary's stuff names], <settings>}
     (settings over config/phrasing.yaml); ``encoder`` itself when phrasing is None, has no vocabulary
     or is disabled."""
     if phrasing is None:
@@ -78,6 +79,7 @@ def with_phrasing(encoder: TextEncoder, phrasing: Mapping[str, Any] | None) -> T
         raise ValueError(f"phrasing must be a mapping, got {type(phrasing).__name__}")
     settings = dict(phrasing)
     vocabulary = settings.pop("vocabulary", None)
+    stuff = settings.pop("stuff", None) or ()
     if getattr(encoder, "image_aligned", False):
         # CLIP places a novel noun ("cow", "giraffe") near what looks like it: that is what PADing's zero-shot
         # rests on, so a name with no word of the kit's names is not refused unless the kit says so
@@ -87,7 +89,7 @@ def with_phrasing(encoder: TextEncoder, phrasing: Mapping[str, Any] | None) -> T
     config = load_phrasing_config(**settings)
     if not vocabulary or not config.enabled:
         return encoder
-    return PhrasingEncoder(base=encoder, vocabulary=list(vocabulary), config=config)
+    return PhrasingEncoder(base=encoder, vocabulary=list(vocabulary), config=config, stuff=list(stuff))
 
 
 def build_text_encoder(name: str, *, phrasing: Mapping[str, Any] | None = None, **kw: Any) -> TextEncoder:

@@ -180,13 +180,13 @@ class Lexicon:
             raise ValueError(f"{self.root}/data.{POS_FILES[pos]}: no synset at offset {offset}")
         return [*fields, text.strip()] if gloss else fields
 
-    def ancestors(self, lemma: str) -> dict[int, int]:
-        """Every noun synset above any noun sense of ``lemma`` (hypernyms, their hypernyms, ...), as data.noun
-        offset -> the fewest is-a steps that reach it ("heart" reaches "plane figure" in 1, "shape" in 3);
-        {} when ``lemma`` is no noun. `synset_words` names an offset."""
+    def ancestors(self, lemma: str, senses: int | None = None) -> dict[int, int]:
+        """Every noun synset above any noun sense of ``lemma`` (or its first ``senses`` senses: hypernyms,
+        their hypernyms, ...), as data.noun offset -> the fewest is-a steps that reach it ("heart" reaches
+        "plane figure" in 1, "shape" in 3); {} when ``lemma`` is no noun. `synset_words` names an offset."""
         depth: dict[int, int] = {}
-        frontier = [(h, 1) for o in self._lemmas("noun").get(lemma.lower().replace(" ", "_"), ())
-                    for h in self._synset(o)[1]]
+        offsets = self._lemmas("noun").get(lemma.lower().replace(" ", "_"), ())
+        frontier = [(h, 1) for o in offsets[:senses] for h in self._synset(o)[1]]
         while frontier:
             offset, steps = frontier.pop()
             if depth.get(offset, steps + 1) <= steps:
@@ -194,6 +194,11 @@ class Lexicon:
             depth[offset] = steps
             frontier += [(h, steps + 1) for h in self._synset(offset)[1]]
         return depth
+
+    def first_sense(self, lemma: str) -> int | None:
+        """The data.noun offset of ``lemma``'s first (most frequent) noun sense; None when it is no noun."""
+        offsets = self._lemmas("noun").get(lemma.lower().replace(" ", "_"), ())
+        return offsets[0] if offsets else None
 
     def synset_words(self, offset: int) -> tuple[str, ...]:
         """The words of the noun synset at ``offset`` of data.noun, WordNet's order ("shape", "form")."""

@@ -78,14 +78,15 @@ import yaml
 from zsp_ros.semantics.base import TextEncoder, check_names, l2_normalise
 from zsp_ros.semantics.colour_words import BASIC_COLOUR_TERMS, ColourGrounding, build_colour_table
 from zsp_ros.semantics.lexicon import Lexicon, find_wordnet
+from zsp_ros.semantics.text_words import WORD, words_of
+from zsp_ros.semantics.word_roles import WordRoles
 from zsp_ros.utils.config_files import find_config
 
 CONFIG_FILE = "phrasing.yaml"
 T = TypeVar("T")
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
+_STATED_SHAPE = re.compile(r"\b([a-z]+)-shaped\b|\bin the (?:form|shape) of an? ([a-z]+)")
 # two words rewritten to the same kit word are said once: "blue round disc" -> "blue circle", not
 # "blue circle circle" (on the dev set the doubled word cost that category half its PQ)
-_STATED_SHAPE = re.compile(r"\b([a-z]+)-shaped\b|\bin the (?:form|shape) of an? ([a-z]+)")
 _REPEATED_WORD = re.compile(r"\b(\w+)(?:[\s-]+\1\b)+", re.IGNORECASE)
 
 
@@ -123,6 +124,9 @@ class PhrasingConfig:
     refuse_other_colours: with ``refuse_unknown_names``, also refuse a name whose only colour word is a
         basic colour term that is none of the kit's colours ("black square" in a kit without black),
         for a kit whose names use at least two colours.
+    refuse_role_clashes: with ``refuse_unknown_names``, also refuse a name whose kit words mix a word
+        the kit's names use only for things with one they use only for stuff ("gray star": gray is only
+        ever a background texture's colour; zsp_ros.semantics.word_roles).
     typos: rule 4, a word one edit away from exactly one vocabulary word and no English word is taken
         as a misspelling of it ("yelow" -> yellow, "sqaure" -> square). It needs the lexicon (WordNet):
         without one, "pear" could not be told from a misspelt "bear", so the rule stays silent.
@@ -141,6 +145,7 @@ class PhrasingConfig:
     refuse_colour_only_names: bool = False
     refuse_other_kinds: bool = True
     refuse_other_colours: bool = True
+    refuse_role_clashes: bool = True
     typos: bool = True
 
     def __post_init__(self) -> None:
@@ -186,12 +191,6 @@ def load_phrasing_config(path: str | Path | None = None, **overrides: Any) -> Ph
         values.update(document.get("phrasing", {}))
     values.update(overrides)
     return PhrasingConfig.from_mapping(values)
-
-
-def words_of(text: str) -> list[str]:
-    """Lower-case words of ``text``: runs of letters/digits (inner apostrophes kept); a hyphen separates
-    words, so the parts of "wall-concrete" or "ring-shaped" are rewritten (or kept) one by one."""
-    return _WORD.findall(text.lower())
 
 
 def vocabulary_words(names: Sequence[str]) -> list[str]:
@@ -308,6 +307,7 @@ class PhraseNormaliser:
         self.lexicon_problem: str | None = None        # why the lexicon rule stopped, if it did
         self._lexicon_targets: dict[str, str] | None = None   # base form -> vocabulary word, built on first need
         self._hypernym_of_kit: dict[str, tuple[str, ...]] | None = None   # noun -> vocabulary words that is-a it
+        self._kit_ancestors: dict[str, set[int]] | None = None   # kit word -> its main sense's ancestors
         self._kit_kind: tuple[int | None] | None = None   # (the kit words' common kind's synset,), on first need
 
     def _stem_candidates(self, word: str, pool: Sequence[str]) -> list[int]:
@@ -473,9 +473,11 @@ class PhraseNormaliser:
                                            via=f"{base} {relation} {hit}")
         kind = self._kit_kind_synset()
         kind_words = set(self.lexicon.synset_words(kind)) if kind is not None else set()
-        for base in bases:                      # "rectangle": the one kit word that is-a it ("square")
-            under = self._kit_words_under().get(base, ())
-            if len(under) == 1 and target(under[0]) is not None and shapeless and base not in kind_words:
+        # "rectangle": the one kit word that is-a it ("square"); not for a phrase, read through its words
+        # instead (WordNet files "dot", a very small circular shape, under "round shape", but not "circle")
+        for base in bases if shapeless and " " not in word else ():
+            under = self._kit_words_below(base) if base not in kind_words else ()
+            if len(under) == 1 and target(under[0]) is not None:
                 return Replacement(word, str(target(under[0])), "lexicon", 0.0,
                                    via=f"a {under[0]} is-a {base}, the only kit word that is")
         if self.config.definitions and shapeless:
@@ -535,6 +537,23 @@ class PhraseNormaliser:
                                 under[hypernym].append(known)
             self._hypernym_of_kit = {h: tuple(k) for h, k in under.items()}
         return self._hypernym_of_kit
+
+    def _kit_words_below(self, noun: str) -> tuple[str, ...]:
+        """The vocabulary words whose main sense is, at any height, a kind of ``noun``'s main sense ("square"
+        below "quadrilateral" and "rectangle"; "triangle" and "square" below "polygon"). A plural kit word
+        is read through its singular, as in `_kit_words_under`."""
+        assert self.lexicon is not None
+        offset = self.lexicon.first_sense(noun)
+        if offset is None:
+            return ()
+        if self._kit_ancestors is None:
+            above: dict[str, set[int]] = {}
+            for known in self.words:
+                forms = self.lexicon.base_forms(known, ("noun",))
+                for form in [f for f in forms if f != known] or [known]:
+                    above.setdefault(known, set()).update(self.lexicon.ancestors(form, senses=1))
+            self._kit_ancestors = above
+        return tuple(k for k, above_k in self._kit_ancestors.items() if offset in above_k)
 
     def kit_kind(self) -> str | None:
         """What the kit's non-colour words are kinds of, by WordNet: among the synsets above them (at any
@@ -651,7 +670,7 @@ class PhraseNormaliser:
         unknown: list[str] = []
         pieces: list[str] = []
         last = 0
-        matches = list(_WORD.finditer(name.lower()))
+        matches = list(WORD.finditer(name.lower()))
         words = [m.group(0) for m in matches]
         colour_words = [self.is_colour_word(w) for w in words]
         kit_words = [self._kit_word_alone(w) for w in words]
@@ -700,19 +719,22 @@ class PhrasingEncoder(TextEncoder):
         vocabulary: the names the kit's generator was trained on (its seen category names).
         config: `PhrasingConfig` (default: `load_phrasing_config()`).
         colour_table: as `PhraseNormaliser`.
+        stuff: the names of ``vocabulary`` that are stuff categories (the rest are things), for
+            ``refuse_role_clashes`` (zsp_ros.semantics.word_roles); none: that rule refuses nothing.
 
     ``encode(names)`` -> float32 [N, D], L2-normalised: ``normalise((1 - w) e(rewritten) + w e(name))``
     with ``w = config.raw_weight``; a name with nothing rewritten gets exactly ``base.encode([name])``.
     """
 
     def __init__(self, *, base: TextEncoder, vocabulary: Sequence[str], config: PhrasingConfig | None = None,
-                 colour_table: Mapping[str, tuple[int, int, int]] | None = None) -> None:
+                 colour_table: Mapping[str, tuple[int, int, int]] | None = None, stuff: Sequence[str] = ()) -> None:
         self.base = base
         self.identifier = base.identifier
         self.dim = base.dim
         self.config = config or load_phrasing_config()
         self.normaliser = PhraseNormaliser(vocabulary=vocabulary, embed=base.encode, config=self.config,
                                            colour_table=colour_table)
+        self.roles = WordRoles.from_names(vocabulary, stuff)
 
     def interpret(self, names: Sequence[str]) -> list[Interpretation]:
         """What every name becomes before it is encoded."""
@@ -735,6 +757,13 @@ class PhrasingEncoder(TextEncoder):
             other_colour = self._other_colour(interpretation)
             if other_colour is not None:
                 return other_colour
+            clash = self.roles.clash(interpretation.kit_words) if self.config.refuse_role_clashes else None
+            if clash is not None:
+                read = f" (read as {interpretation.text!r})" if interpretation.changed else ""
+                return (f"{interpretation.name!r}{read} puts together words this kit's names never do: {clash[0]!r} "
+                        f"names only things (objects) in them and {clash[1]!r} only stuff (backgrounds); the "
+                        f"kit has seen nothing like it and would label other things with it (phrasing setting "
+                        f"refuse_role_clashes: false adds it)")
             caution = self.caution(interpretation)
             if caution is None:
                 return None
