@@ -139,9 +139,11 @@ TINY_MASK2FORMER = {
 VOCABULARIES = {"colour": ["red", "green", "blue", "purple"], "shape": ["circle", "square", "star"]}
 
 
-def make_real_kit(root: Path, *, per_class: int = 4, seed: int = 0, categories=None, vocabularies=None) -> Path:
+def make_real_kit(root: Path, *, per_class: int = 4, seed: int = 0, categories=None, vocabularies=None,
+                  phrasing=None) -> Path:
     """A kit built only from the project's real parts: a tiny random Mask2Former, the attribute text
-    encoder (rebuildable from the manifest), a tiny PrimitiveGenerator; fit_head trains the head."""
+    encoder (rebuildable from the manifest), a tiny PrimitiveGenerator; fit_head trains the head.
+    ``phrasing``: the manifest's phrasing settings (text_encoder.kwargs.phrasing), if any."""
     from zsp_ros.model.build import build_mask2former
     from zsp_ros.model.primitive_generator import PrimitiveGenerator
     from zsp_ros.pading.head_fit import fit_head
@@ -169,7 +171,8 @@ def make_real_kit(root: Path, *, per_class: int = 4, seed: int = 0, categories=N
                     head_weight=head.weight, head_bias=head.bias, generator_config=gen_cfg,
                     generator_state=generator.state_dict(), bank_embeds=bank, bank_category_ids=ids,
                     text_embeds=text, categories=seen, text_encoder_id=encoder.identifier,
-                    text_encoder_dim=encoder.dim, text_encoder_kwargs={"vocabularies": vocabularies},
+                    text_encoder_dim=encoder.dim,
+                    text_encoder_kwargs={"vocabularies": vocabularies, **({"phrasing": phrasing} if phrasing else {})},
                     short_side=64, max_long_side=96,
                     runtime={"synthetic_per_category": 16,
                              "fit_kwargs": {"optimizer": "lbfgs", "steps": 30, "lr": 1.0}})

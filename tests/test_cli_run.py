@@ -65,13 +65,13 @@ def test_write_bag_round_trip_keeps_stamps_frame_ids_and_labels(kit, tmp_path):
     frames = _write_bag(bag)
     out, state = tmp_path / "out", tmp_path / "state"
     assert main(["run", "--kit", str(kit), "--input", str(bag), "--out", str(out), "--write-bag", "--add",
-                 "purple star", "--state", str(state), "--threads", "1"]) == 0
+                 "red star", "--state", str(state), "--threads", "1"]) == 0
     pred = json.loads((out / "panoptic.json").read_text())
     assert [im["stamp_ns"] for im in pred["images"]] == [10**9, 10**9 + 10**8, 10**9 + 2 * 10**8]
     assert [(im["header_stamp"], im["frame_id"]) for im in pred["images"]] == \
            [({"sec": HEADER_SEC + i, "nanosec": 1000 + i}, f"cam_optical_{i}") for i in range(3)]
     names = {c["id"]: c["name"] for c in pred["categories"]}
-    assert "purple star" in names.values() and pred["info"]["threads"] == 1
+    assert "red star" in names.values() and pred["info"]["threads"] == 1
     by_file = {a["file_name"]: a for a in pred["annotations"]}
 
     with AnyReader([out / "bag"], default_typestore=STORE) as reader:
@@ -107,7 +107,7 @@ def test_write_bag_round_trip_keeps_stamps_frame_ids_and_labels(kit, tmp_path):
     out2 = tmp_path / "out2"
     assert main(["run", "--kit", str(kit), "--input", str(bag), "--out", str(out2), "--state", str(state),
                  "--max-frames", "1"]) == 0
-    assert "purple star" in {c["name"] for c in json.loads((out2 / "panoptic.json").read_text())["categories"]}
+    assert "red star" in {c["name"] for c in json.loads((out2 / "panoptic.json").read_text())["categories"]}
 
 
 def test_write_bag_refuses_early_with_a_reason(kit, tmp_path, capsys, monkeypatch):

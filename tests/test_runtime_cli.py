@@ -30,13 +30,13 @@ def _images(folder, sizes):
 def test_segment_writes_coco_panoptic_and_overlays(kit_dir, tmp_path, capsys):
     paths = _images(tmp_path / "in", [(40, 60), (70, 30)])
     out = tmp_path / "out"
-    rc = main(["segment", *paths, "--kit", str(kit_dir), "--out", str(out), "--add", "purple star, blue circle",
+    rc = main(["segment", *paths, "--kit", str(kit_dir), "--out", str(out), "--add", "red star, blue circle",
                "--overlap-threshold", "0.5"])
     assert rc == 0
-    assert "added purple star (id 5), blue circle (id 6)" in capsys.readouterr().out
+    assert "added red star (id 5), blue circle (id 6)" in capsys.readouterr().out
     coco = json.loads((out / "panoptic.json").read_text())
     assert [im["file_name"] for im in coco["images"]] == ["img0.png", "img1.png"]
-    assert {c["name"] for c in coco["categories"]} >= {"purple star", "blue circle", "red circle"}
+    assert {c["name"] for c in coco["categories"]} >= {"red star", "blue circle", "red circle"}
     assert coco["info"]["category_set_version"] == 2
     for im, ann in zip(coco["images"], coco["annotations"]):
         png = np.asarray(Image.open(out / "panoptic" / ann["file_name"]))
@@ -68,11 +68,11 @@ def test_categories_add_list_remove(kit_dir, tmp_path, capsys):
     state = str(tmp_path / "state")
     assert main(["categories", "list", "--state", state, "--kit", str(kit_dir)]) == 0
     assert "version 1" in capsys.readouterr().out
-    assert main(["categories", "add", "purple star", "green star", "--state", state, "--kit", str(kit_dir),
+    assert main(["categories", "add", "red star", "green star", "--state", state, "--kit", str(kit_dir),
                  "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    assert "added purple star (id 5), green star (id 6)" in out
-    assert "\n  'purple star' (id 5): nearest '" in out and "\n  'green star' (id 6): nearest '" in out
+    assert "added red star (id 5), green star (id 6)" in out
+    assert "\n  'red star' (id 5): nearest '" in out and "\n  'green star' (id 6): nearest '" in out
     assert main(["categories", "remove", "green star", "--id", "1", "--state", state, "--kit", str(kit_dir)]) == 0
     assert "removed ids 1, 6; version 3" in capsys.readouterr().out
     assert main(["categories", "list", "--state", state, "--json"]) == 0       # no kit needed to list
