@@ -40,7 +40,8 @@ SYNSETS = {
     "check_chip": (["check", "chip"], []),      # a sense of "chip" that is a "check" (a kit word's form)
     "poker_chip": (["chip", "poker_chip"], []),
     "donut": (["doughnut", "donut"], []),
-    "checkup": (["checkup"], []),              # a form of "checks" by rule 1, but no base form of it
+    "checkup": (["checkup"], []),
+    "squab": (["squab", "dove"], []),          # "squab" shares four letters with "square", not all of it              # a form of "checks" by rule 1, but no base form of it
     "aid": (["aid"], []),
 }
 DEFINITIONS = {"tile": 'a flat thin rectangular slab; "he laid the tiles"',   # the rest: "a gloss"
@@ -185,6 +186,10 @@ def test_a_relative_that_is_another_form_of_a_kit_word(tiny):
     chess = normaliser.interpret("brown chessboard")
     assert chess.text == "brown checks" and chess.explanation == "WordNet: chessboard is-a checkerboard"
     assert normaliser.interpret("brown bus").text == "brown bus"              # car is no form of a kit word
+    squab = PhraseNormaliser(vocabulary=["red square", "green circle"], embed=_embed_by_stem,
+                             config=PhrasingConfig(colour_survey=False), lexicon=tiny)
+    assert squab.interpret("red squares").text == "red square"               # the user's own word: rule 1
+    assert squab.interpret("red dove").text == "red dove"     # dove = squab, which does not hold "square"
 
 
 def test_a_definition_gives_a_name_its_missing_shape(tiny):

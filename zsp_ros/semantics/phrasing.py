@@ -427,14 +427,18 @@ class PhraseNormaliser:
 
     def _lexicon_target(self, related: str) -> str | None:
         """The vocabulary word that a WordNet word ``related`` is: one of its base forms, or another form
-        of it by rule 1 ("checkerboard", the hypernym of "chessboard", is a form of "checks")."""
+        of it by rule 1 that holds a whole base form of it ("checkerboard", the hypernym of "chessboard",
+        holds "check": checks). Rule 1's shorter shared stem is for the user's own words; for a relative
+        it let "squab" (a synonym of "dove") become "square"."""
         targets = self._lexicon_target_words()
         if related in targets:
             return targets[related]
         if " " in related or self._vectors is None:
             return None
         form = self._same_word(related, self.words, self._vectors)
-        return form[0] if form is not None else None
+        if form is None:
+            return None
+        return form[0] if any(related.startswith(base) for base, known in targets.items() if known == form[0]) else None
 
     def _lexicon_lookup(self, word: str, colour_allowed: bool, modifier: bool, shapeless: bool = False
                         ) -> Replacement | None:
