@@ -45,7 +45,8 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         history, state = _train(info)
         Path(out_dir, f"history_{rank}.json").write_text(json.dumps(history))
         torch.save(state, Path(out_dir, f"state_{rank}.pt"))
-    finally:
+        distributed.barrier()          # leave together, as train_segmenter does (a gloo peer torn down
+    finally:                           # while the other still talks aborts it: SIGABRT, seen once in CI)
         distributed.shutdown()
 
 

@@ -85,6 +85,7 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         logs, state = run_trainer(rank, world_size)
         Path(out_dir, f"logs_{rank}.json").write_text(json.dumps(logs))
         torch.save(state, Path(out_dir, f"state_{rank}.pt"))
+        distributed.barrier()          # leave together (see test_training_ddp._worker)
     finally:
         distributed.shutdown()
 

@@ -126,6 +126,7 @@ def _worker(rank: int, world_size: int, port: int, root: str) -> None:
                   progress=False, tensorboard=False, seed=5, variant="pading",
                   config=tiny_config(steps=N, generator_dropout=0.0))
         _interrupted_and_straight(root_path / "ddp", kw)
+        distributed.barrier()          # leave together (see test_training_ddp._worker)
     finally:
         distributed.shutdown()
 
