@@ -4,6 +4,7 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
+import pytest
 
 from zsp_ros.semantics.base import TextEncoder
 from zsp_ros.semantics.build import with_phrasing
@@ -40,3 +41,8 @@ def test_a_name_mixing_the_roles_is_refused_by_name():
     assert off.refusal(off.interpret(["gray star"])[0]) is None
     no_roles = with_phrasing(_Hashed(), {"vocabulary": KIT})
     assert no_roles.refusal(no_roles.interpret(["gray star"])[0]) is None
+
+
+def test_stuff_names_that_are_not_a_list_of_names_are_refused():
+    with pytest.raises(ValueError, match="phrasing 'stuff' must be a list of category names"):
+        with_phrasing(_Hashed(), {"vocabulary": KIT, "stuff": "gray stripes"})

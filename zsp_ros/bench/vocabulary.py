@@ -55,7 +55,7 @@ from zsp_ros.evaluation.panoptic_quality import PQStat, pq_single_image, summari
 from zsp_ros.inference.preprocess import Geometry, preprocess
 from zsp_ros.kit.locate import resolve_kit
 from zsp_ros.runtime.category_requests import CategoryError
-from zsp_ros.runtime.registry import HeadSnapshot, build_registry
+from zsp_ros.runtime.registry import HeadSnapshot, build_registry, kit_phrasing_settings
 from zsp_ros.runtime.segmenter import Segmenter
 from zsp_ros.semantics.build import with_phrasing
 from zsp_ros.semantics.phrasing import PhrasingEncoder
@@ -169,10 +169,7 @@ def _phrasing_encoder(encoder: Any, kit: Any, mode: str) -> Any:
     base = getattr(encoder, "base", encoder)
     if mode == "off":
         return base
-    settings = dict(kit.manifest["text_encoder"].get("kwargs", {}).get("phrasing") or {})
-    settings.setdefault("vocabulary", list(kit.categories.names))
-    settings.setdefault("stuff", [c.name for c in kit.categories if not c.isthing])
-    return with_phrasing(base, settings)
+    return with_phrasing(base, kit_phrasing_settings(kit))
 
 
 def add_as_a_user(registry: Any, names: Sequence[str], isthing: Sequence[bool]) -> dict[str, str]:

@@ -699,6 +699,16 @@ def _verify_text_encoder(kit: ModelKit, encoder: TextEncoderLike, *, count: int 
                        f"same identifier, different weights?")
 
 
+def kit_phrasing_settings(kit: ModelKit) -> dict[str, Any]:
+    """The phrasing settings a kit's text encoder is wrapped with (`with_phrasing`): its manifest's
+    ``text_encoder.kwargs.phrasing``, by default toward the words of the kit's category names
+    ("vocabulary") with the roles its stuff names give them ("stuff")."""
+    settings = dict(kit.manifest["text_encoder"].get("kwargs", {}).get("phrasing") or {})
+    settings.setdefault("vocabulary", list(kit.categories.names))
+    settings.setdefault("stuff", [c.name for c in kit.categories if not c.isthing])
+    return settings
+
+
 def build_registry(kit: ModelKit, *, text_encoder: TextEncoderLike | None = None, state_dir: Any = None,
                    store: StateStore | MemoryStateStore | None = None, allow_read_only: bool = False,
                    synthetic_per_category: int | None = None, fit_kwargs: dict[str, Any] | None = None,
@@ -727,9 +737,8 @@ def build_registry(kit: ModelKit, *, text_encoder: TextEncoderLike | None = None
         raise ValueError("give state_dir or store, not both")
     if text_encoder is None:
         kwargs = dict(kit.manifest["text_encoder"].get("kwargs", {}))
-        phrasing = dict(kwargs.pop("phrasing", None) or {})        # zsp_ros.semantics.phrasing; on by default,
-        phrasing.setdefault("vocabulary", list(kit.categories.names))  # toward the words of the kit's names
-        phrasing.setdefault("stuff", [c.name for c in kit.categories if not c.isthing])   # their roles
+        kwargs.pop("phrasing", None)
+        phrasing = kit_phrasing_settings(kit)                       # zsp_ros.semantics.phrasing; on by default
         base = build_text_encoder(kit.text_encoder_id, **kwargs)
         try:
             text_encoder = with_phrasing(base, phrasing)

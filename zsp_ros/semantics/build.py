@@ -80,6 +80,8 @@ def with_phrasing(encoder: TextEncoder, phrasing: Mapping[str, Any] | None) -> T
     settings = dict(phrasing)
     vocabulary = settings.pop("vocabulary", None)
     stuff = settings.pop("stuff", None) or ()
+    if isinstance(stuff, str) or not all(isinstance(n, str) for n in stuff):
+        raise ValueError(f"phrasing 'stuff' must be a list of category names, got {stuff!r}")
     if getattr(encoder, "image_aligned", False):
         # CLIP places a novel noun ("cow", "giraffe") near what looks like it: that is what PADing's zero-shot
         # rests on, so a name with no word of the kit's names is not refused unless the kit says so

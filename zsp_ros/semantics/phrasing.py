@@ -496,8 +496,8 @@ class PhraseNormaliser:
         states ("poker chip": a small disk-shaped counter -> disk is-a circle; "life buoy": ... in the
         form of a ring), else the first adjective of the definition that pertains to a noun (its first
         sense with such pointers) that is a base form of a vocabulary word, or the one vocabulary word
-        that is-a that noun ("tile": a flat thin rectangular
-        slab -> rectangle -> square, the only kit word that is-a rectangle). Adjectives only: a
+        that is-a that noun ("tile": a flat thin rectangular slab -> rectangle -> square, the only kit
+        word that is-a rectangle). Adjectives only: a
         definition's nouns say what a thing is made of or used for ("a six-sided polygon" is no triangle)."""
         assert self.lexicon is not None
         gloss = self.lexicon.definition(base)
@@ -526,14 +526,12 @@ class PhraseNormaliser:
 
     def _kit_words_under(self) -> dict[str, tuple[str, ...]]:
         """WordNet noun -> the vocabulary words whose first (most frequent) sense is-a that noun directly.
-        A plural kit word is read through its singular when WordNet has one: the lemma "stripes" is first
-        a grade insignia (is-a badge), "stripe" a band of colour."""
+        A kit word is read through `_main_forms` (a plural through its singular)."""
         assert self.lexicon is not None
         if self._hypernym_of_kit is None:
             under: dict[str, list[str]] = {}
             for known in self.words:
-                forms = self.lexicon.base_forms(known, ("noun",))
-                for form in [f for f in forms if f != known] or [known]:
+                for form in self._main_forms(known):
                     for sense in self.lexicon.senses(form)[:1]:     # its main sense: "stripe" is-a variety
                         for hypernym in sense.hypernyms:                # only in its fourth sense
                             under.setdefault(hypernym, [])
@@ -542,10 +540,17 @@ class PhraseNormaliser:
             self._hypernym_of_kit = {h: tuple(k) for h, k in under.items()}
         return self._hypernym_of_kit
 
+    def _main_forms(self, known: str) -> list[str]:
+        """The WordNet lemmas a vocabulary word is read through: its noun base forms other than itself when
+        it has any (the lemma "stripes" is first a grade insignia, "stripe" a band of colour), else itself."""
+        assert self.lexicon is not None
+        forms = self.lexicon.base_forms(known, ("noun",))
+        return [f for f in forms if f != known] or [known]
+
     def _kit_words_below(self, noun: str) -> tuple[str, ...]:
         """The vocabulary words whose main sense is, at any height, a kind of ``noun``'s main sense ("square"
-        below "quadrilateral" and "rectangle"; "triangle" and "square" below "polygon"). A plural kit word
-        is read through its singular, as in `_kit_words_under`."""
+        below "quadrilateral" and "rectangle"; "triangle" and "square" below "polygon"), read through
+        `_main_forms`."""
         assert self.lexicon is not None
         offset = self.lexicon.first_sense(noun)
         if offset is None:
@@ -553,8 +558,7 @@ class PhraseNormaliser:
         if self._kit_ancestors is None:
             above: dict[str, set[int]] = {}
             for known in self.words:
-                forms = self.lexicon.base_forms(known, ("noun",))
-                for form in [f for f in forms if f != known] or [known]:
+                for form in self._main_forms(known):
                     above.setdefault(known, set()).update(self.lexicon.ancestors(form, senses=1))
             self._kit_ancestors = above
         return tuple(k for k, above_k in self._kit_ancestors.items() if offset in above_k)

@@ -30,12 +30,12 @@ class WordRoles:
         """Roles of the words of ``names`` (the kit's category names), ``stuff_names`` being those of its
         stuff categories (the others are things)."""
         stuff_set = {n.casefold() for n in stuff_names}
+        if not stuff_set:
+            return cls(frozenset(), frozenset())
         roles: dict[str, set[bool]] = {}
         for name in names:
             for word in words_of(name):
                 roles.setdefault(word, set()).add(name.casefold() not in stuff_set)
-        if not stuff_set:
-            return cls(frozenset(), frozenset())
         return cls(things=frozenset(w for w, r in roles.items() if r == {True}),
                    stuff=frozenset(w for w, r in roles.items() if r == {False}))
 
