@@ -3,6 +3,7 @@
 
     zsp train segmenter --config config/synth_small.yaml --data DIR --out RUN_DIR
                         [--iters N] [--batch-size B] [--seed K] [--resume] [--device auto|cpu|cuda]
+                        [--init-from KIT [--start-iteration N]]
                         [--num-workers W] [--eval] [--eval-only] [--eval-limit N] [--no-progress]
     zsp train segmenter --config config/r50_coco_panoptic.yaml --coco COCO --protocol zsp
                         --out RUN_DIR [--split-file SPLIT.json] [--crop-size S] [same options]
@@ -16,6 +17,10 @@ RUN_DIR afterwards:
     provenance.json        command, git revision, machine, library versions, arguments
     categories.json        the training categories: list index = class index, {index,id,name,isthing}
     checkpoints/           periodic checkpoints (zsp_ros/training/checkpoint.py), for --resume
+
+--init-from KIT starts a new run from a model kit's network and seen head (fresh optimizer;
+zsp_ros/training/init_from_kit.py); --start-iteration N places the poly schedule at N, so a kit's
+network can be trained further when the run that made it is gone.
     tensorboard/           scalars train/* ; metrics.jsonl: the same, one JSON line per log step
     segmenter.safetensors  final weights (all of the model, class head included)
     train_summary.json     iterations, wall time, s/iteration, last losses, machine
@@ -55,6 +60,7 @@ from zsp_ros.data.large_scale_jitter import LargeScaleJitter
 from zsp_ros.model.build import build_mask2former, load_config
 from zsp_ros.training import checkpoint, distributed, loop
 from zsp_ros.training.criterion import build_criterion
+from zsp_ros.training.init_from_kit import load_kit_weights, place_schedule
 from zsp_ros.training.loop import LoopSettings, run_training
 from zsp_ros.training.optim import build_optimizer, build_scheduler
 from zsp_ros.training.segmenter_eval import evaluate_run
@@ -119,6 +125,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="override train.seed (init, data order, points)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from RUN_DIR/checkpoints (same config, same seed)")
+    parser.add_argument("--init-from", type=Path, metavar="KIT",
+                        help="start from a model kit's network and seen head (a new run; fresh optimizer)")
+    parser.add_argument("--start-iteration", type=int, default=0,
+                        help="with --init-from: the iteration the schedule starts at (default 0)")
     parser.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
     parser.add_argument("--num-workers", type=int, help="override train.num_workers")
     parser.add_argument("--eval", action="store_true",
@@ -156,8 +166,18 @@ def train_from_args(args: argparse.Namespace, *, view: str) -> int:
     if args.eval_only:
         evaluate_run(args.out, data_dir=args.data, device=args.device, limit=args.eval_limit)
         return 0
+    init_from = getattr(args, "init_from", None)
+    start_iteration = int(getattr(args, "start_iteration", 0) or 0)
+    if init_from is not None and args.resume:
+        raise SystemExit("zsp train: --init-from starts a new run; it cannot be combined with --resume")
+    if init_from is None and start_iteration:
+        raise SystemExit("zsp train: --start-iteration only applies with --init-from")
+    if not 0 <= start_iteration < int(cfg["train"]["iterations"]):
+        raise SystemExit(f"zsp train: --start-iteration {start_iteration} must be in [0, "
+                         f"train.iterations = {cfg['train']['iterations']})")
     summary = train(cfg, data_dir=args.data, out_dir=args.out, view=view, resume=args.resume,
-                    device=args.device, progress=not args.no_progress, argv=sys.argv, coco=coco)
+                    device=args.device, progress=not args.no_progress, argv=sys.argv, coco=coco,
+                    init_from=init_from, start_iteration=start_iteration)
     if args.eval and summary["rank"] == 0:
         evaluate_run(args.out, data_dir=args.data, device=args.device, limit=args.eval_limit)
     return 0
@@ -288,10 +308,12 @@ def _count_aux(model: torch.nn.Module, device: torch.device, size: int) -> int:
 
 def train(cfg: Mapping[str, Any], *, data_dir: Path | None, out_dir: Path, view: str,
           resume: bool = False, device: str = "auto", progress: bool = True,
-          argv: list[str] | None = None, coco: CocoSource | None = None) -> dict[str, Any]:
+          argv: list[str] | None = None, coco: CocoSource | None = None,
+          init_from: Path | None = None, start_iteration: int = 0) -> dict[str, Any]:
     """Train a segmenter per ``cfg`` on ``view`` of ``data_dir`` (or of ``coco``, then with
     ``cfg["train"]["large_scale_jitter"]``) into ``out_dir``; returns the summary (also
-    written to ``train_summary.json`` by rank 0)."""
+    written to ``train_summary.json`` by rank 0). ``init_from``: a model kit whose weights start
+    the run, its schedule placed at ``start_iteration`` (zsp_ros/training/init_from_kit.py)."""
 
     if view not in VIEWS:
         raise ValueError(f"unknown view {view!r}; choose from {sorted(VIEWS)}")
@@ -342,10 +364,17 @@ def train(cfg: Mapping[str, Any], *, data_dir: Path | None, out_dir: Path, view:
                                                 **({} if scaler is None else {"scaler": scaler}))
         for schedule in scheduler.lr_lambdas:                  # --iters may extend a run
             schedule.max_iters = int(tc["iterations"])
+    initialised = None
+    if init_from is not None:
+        initialised = load_kit_weights(model, init_from, categories=categories,
+                                       model_config=cfg["model"])
+        initialised["start_iteration"] = start_iter = int(start_iteration)
+        place_schedule(scheduler, start_iter)
     if info.is_main:
         _write_run_files(out_dir, cfg, categories, seed=seed, view=view, argv=argv,
                          world_size=info.world_size, dataset_size=len(dataset),
-                         extra=None if coco is None else {"data": coco.describe()})
+                         extra={**({} if coco is None else {"data": coco.describe()}),
+                                **({} if initialised is None else {"init_from": initialised})})
     settings = LoopSettings(max_iters=int(tc["iterations"]), global_batch=int(tc["batch_size"]),
                             seed=seed, clip_grad_norm=float(tc["clip_grad_norm"]),
                             flip=bool(tc["hflip"]), size_divisibility=int(tc["size_divisibility"]),
