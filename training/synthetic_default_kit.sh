@@ -23,6 +23,20 @@ zsp train segmenter --config config/synth_small_jitter.yaml --data "$W/data/worl
     --out results --tag final
 run="$(ls -d "$W"/runs/seg_jit/zeroshot/runs/minilm-l6-v2/*/pading_seed0 | head -1)"
 bank="$(ls "$W"/runs/seg_jit/zeroshot/bank_zsp_*.safetensors | head -1)"
-zsp train kit --segmenter "$W/runs/seg_jit" --pading "$run" --bank "$bank" --out zsp_ros/kits/default \
+zsp train kit --segmenter "$W/runs/seg_jit" --pading "$run" --bank "$bank" --out "$W/kit_seg_jit" \
     --data "$W/data/world" --benchmark results/zeroshot_final.json --object-mask-threshold 0.3 \
+    --synthetic-per-category 500                                 # the kit until session 11 (39.2 seen PQ)
+# third stage (session 11): that kit's network trained 9,000 more iterations. Its run's checkpoints
+# were gone, so it starts from the kit (--init-from: network + seen head, fresh AdamW) with the poly
+# schedule placed at 20,500 of 29,500, as session 5's resume of the run had it (results/segmenter_long/)
+zsp train segmenter --config config/synth_small_jitter.yaml --data "$W/data/world20k" --out "$W/runs/seg_long" \
+    --init-from "$W/kit_seg_jit" --start-iteration 20500 --iters 29500              # ~50 min, 2 cores
+zsp train segmenter --eval-only --out "$W/runs/seg_long" --data "$W/data/world20k"
+.venv/bin/python -m experiments zeroshot --data "$W/data/world" --segmenter "$W/runs/seg_long" --seeds 3 \
+    --set class_weights.unseen=5 --set final_head.fakes_per_class=500 --object-mask-threshold 0.3 \
+    --out results --tag long
+run="$(ls -d "$W"/runs/seg_long/zeroshot/runs/minilm-l6-v2/*/pading_seed0 | head -1)"
+bank="$(ls "$W"/runs/seg_long/zeroshot/bank_zsp_*.safetensors | head -1)"
+zsp train kit --segmenter "$W/runs/seg_long" --pading "$run" --bank "$bank" --out zsp_ros/kits/default \
+    --data "$W/data/world" --benchmark results/zeroshot_long.json --object-mask-threshold 0.3 \
     --synthetic-per-category 500
