@@ -12,7 +12,7 @@ zsp train segmenter --config config/synth_small.yaml --data "$W/data/world" --ou
 zsp train segmenter --out "$W/runs/seg" --data "$W/data/world" --resume --iters 5500               # extended twice
 zsp train segmenter --out "$W/runs/seg" --data "$W/data/world" --resume --iters 14500              # ~2.9 h CPU in all
 zsp train segmenter --out "$W/runs/seg" --data "$W/data/world" --eval-only                         # seen PQ 34.5
-# second stage on more images with scale jitter: seen PQ 39.2 (the kit's segmenter)
+# second stage on more images with scale jitter: seen PQ 39.2 (the kit's segmenter until session 11)
 zsp synth --out "$W/data/world20k" --images 20000 --val-images 500 --size 128 --seed 0   # same first 6,000 + val
 mkdir -p "$W/runs/seg_jit" && cp -r "$W/runs/seg/checkpoints" "$W/runs/seg/categories.json" "$W/runs/seg_jit/"
 zsp train segmenter --config config/synth_small_jitter.yaml --data "$W/data/world20k" --out "$W/runs/seg_jit" --resume
