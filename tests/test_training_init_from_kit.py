@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,21 @@ def test_other_categories_or_model_are_refused(kit):
     other = {**kit.model_config, "decoder": {**kit.model_config["decoder"], "num_queries": 7}}
     with pytest.raises(SystemExit, match="model_config differs"):
         load_kit_weights(model, kit.root, categories=cats, model_config=other)
+
+
+def test_a_missing_or_damaged_kit_is_a_one_line_error(kit, tmp_path):
+    model = build_mask2former(kit.model_config, num_classes=len(kit.categories))
+    with pytest.raises(SystemExit, match=r"^--init-from: "):
+        load_kit_weights(model, tmp_path / "no_kit", categories=_categories(kit), model_config=kit.model_config)
+    broken = tmp_path / "broken"
+    shutil.copytree(kit.root, broken)
+    with open(broken / "head.safetensors", "r+b") as f:                 # flip one byte: sha256 mismatch
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(SystemExit, match=r"^--init-from: .*head.safetensors"):
+        load_kit_weights(model, broken, categories=_categories(kit), model_config=kit.model_config)
 
 
 def test_schedule_is_placed_as_a_resume_would_place_it():

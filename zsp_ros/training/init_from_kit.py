@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from zsp_ros.kit.checks import CLASS_HEAD_PREFIX
-from zsp_ros.kit.model_kit import load_kit
+from zsp_ros.kit.model_kit import KitError, load_kit
 from zsp_ros.training import distributed
 
 
@@ -39,9 +39,13 @@ def load_kit_weights(model: nn.Module, kit_dir: str | Path, *, categories: Seque
         model_config: the run's ``model:`` section; it must equal the kit's.
 
     Raises:
-        SystemExit: the kit was built for another model or another category list.
+        SystemExit: the kit is missing or damaged (the kit check's one-line reason), or was built for
+            another model or another category list.
     """
-    kit = load_kit(kit_dir)
+    try:
+        kit = load_kit(kit_dir)
+    except KitError as exc:
+        raise SystemExit(f"--init-from: {exc}") from exc
     if dict(kit.model_config) != dict(model_config):
         raise SystemExit(f"--init-from {kit_dir}: the kit's model_config differs from the run's "
                          "`model:` section; train with the config the kit was built from")
@@ -52,7 +56,8 @@ def load_kit_weights(model: nn.Module, kit_dir: str | Path, *, categories: Seque
                          f"{len(kit_ids)}) are not the run's training categories (ids {run_ids[:8]}..., "
                          f"{len(run_ids)}) in the same order")
     target = distributed.unwrap_model(model)
-    state = {k: v.float() for k, v in kit.network_state_dict().items()}
+    network = kit.network_state_dict()                 # read from disk once (a kit reads it on demand)
+    state = {k: v.float() for k, v in network.items()}
     state[CLASS_HEAD_PREFIX + "weight"] = kit.head_weight.float()
     state[CLASS_HEAD_PREFIX + "bias"] = kit.head_bias.float()
     result = target.load_state_dict(state, strict=False)
@@ -60,7 +65,7 @@ def load_kit_weights(model: nn.Module, kit_dir: str | Path, *, categories: Seque
         raise SystemExit(f"--init-from {kit_dir}: weights do not fit the model: missing "
                          f"{result.missing_keys[:8]}, unexpected {result.unexpected_keys[:8]}")
     return {"kit": str(kit_dir), "kit_sha256": kit.sha256, "tensors": len(state),
-            "network_dtype": str(next(iter(kit.network_state_dict().values())).dtype)}
+            "network_dtype": str(next(iter(network.values())).dtype)}
 
 
 def place_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, start_iteration: int) -> None:

@@ -17,15 +17,15 @@ RUN_DIR afterwards:
     provenance.json        command, git revision, machine, library versions, arguments
     categories.json        the training categories: list index = class index, {index,id,name,isthing}
     checkpoints/           periodic checkpoints (zsp_ros/training/checkpoint.py), for --resume
-
---init-from KIT starts a new run from a model kit's network and seen head (fresh optimizer;
-zsp_ros/training/init_from_kit.py); --start-iteration N places the poly schedule at N, so a kit's
-network can be trained further when the run that made it is gone.
     tensorboard/           scalars train/* ; metrics.jsonl: the same, one JSON line per log step
     segmenter.safetensors  final weights (all of the model, class head included)
     train_summary.json     iterations, wall time, s/iteration, last losses, machine
     eval/                  with --eval: panoptic_val.json + panoptic_val/ (COCO panoptic
                            predictions) and metrics_panoptic.json (`zsp eval panoptic` numbers)
+
+--init-from KIT starts a new run from a model kit's network and seen head (fresh optimizer;
+zsp_ros/training/init_from_kit.py); --start-iteration N places the poly schedule at N, so a kit's
+network can be trained further when the run that made it is gone.
 
 Training data: DIR/annotations/panoptic_train_zsp.json (images with an unseen pixel dropped),
 classes = the seen categories of DIR/split.json in split order. `zsp_ros/training/train_oracle.py`
