@@ -168,7 +168,7 @@ def test_installed_zsp_node_reads_the_installed_share(install_base, tmp_path):
     assert out.returncode == 0, out.stderr
     assert f"defaults from {install_base / 'share' / PACKAGE / 'config' / 'zsp.yaml'}" in out.stdout
     # the add path's config files are found in the installed share (through the ament index)
-    found = subprocess.run([sys.executable, "-c", "from zsp_ros.semantics.phrasing import default_config_path; from "
+    found = subprocess.run([sys.executable, "-c", "from zsp_ros.semantics.phrasing_config import default_config_path; from "
                             "zsp_ros.semantics.colour_words import survey_table_path; "
                             "print(default_config_path()); print(survey_table_path())"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)

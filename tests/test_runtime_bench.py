@@ -51,7 +51,7 @@ def test_generic_add_names_survive_the_phrasing():
 
     from zsp_ros.bench.runtime import _add_names
     from zsp_ros.semantics.build import build_text_encoder
-    from zsp_ros.semantics.phrasing import PhrasingEncoder
+    from zsp_ros.semantics.phrasing_encoder import PhrasingEncoder
 
     kit_names = ["red circle", "green square", "blue star", "gray stripes"]
 

@@ -11,7 +11,9 @@ import pytest
 from runtime_fakes import FakeTextEncoder
 
 from zsp_ros.semantics.lexicon import Lexicon, find_wordnet
-from zsp_ros.semantics.phrasing import PhraseNormaliser, PhrasingConfig, PhrasingEncoder
+from zsp_ros.semantics.phrasing import PhraseNormaliser
+from zsp_ros.semantics.phrasing_config import PhrasingConfig
+from zsp_ros.semantics.phrasing_encoder import PhrasingEncoder
 
 # (key, words, hypernym keys): a few synsets with WordNet's shape of entries
 SYNSETS = {

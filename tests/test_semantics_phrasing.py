@@ -13,15 +13,10 @@ from zsp_ros.semantics.base import TextEncoder
 from zsp_ros.semantics.build import build_text_encoder, with_phrasing
 from zsp_ros.semantics.colour_words import ColourGrounding, read_colour_table, srgb_to_lab
 from zsp_ros.semantics.lexicon import find_wordnet
-from zsp_ros.semantics.phrasing import (
-    PhraseNormaliser,
-    PhrasingConfig,
-    PhrasingEncoder,
-    _one_edit_apart,
-    load_phrasing_config,
-    vocabulary_words,
-    words_of,
-)
+from zsp_ros.semantics.phrasing import PhraseNormaliser, _one_edit_apart, vocabulary_words
+from zsp_ros.semantics.phrasing_config import PhrasingConfig, load_phrasing_config
+from zsp_ros.semantics.phrasing_encoder import PhrasingEncoder
+from zsp_ros.semantics.text_words import words_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = ["red circle", "red square", "green triangle", "blue star", "yellow cross", "gray stripes",
@@ -208,7 +203,7 @@ def test_attribute_encoder_accepts_a_synonym_through_the_rewrite():
     ({"min_stem": 4.5}, "phrasing setting min_stem must be of type int, got 4.5"),
 ])
 def test_settings_of_the_wrong_type_are_named(settings, message):
-    from zsp_ros.semantics.phrasing import PhrasingConfig
+    from zsp_ros.semantics.phrasing_config import PhrasingConfig
 
     with pytest.raises(ValueError, match=message):
         PhrasingConfig.from_mapping(settings)

@@ -58,7 +58,7 @@ from zsp_ros.runtime.category_requests import CategoryError
 from zsp_ros.runtime.registry import HeadSnapshot, build_registry, kit_phrasing_settings
 from zsp_ros.runtime.segmenter import Segmenter
 from zsp_ros.semantics.build import with_phrasing
-from zsp_ros.semantics.phrasing import PhrasingEncoder
+from zsp_ros.semantics.phrasing_encoder import PhrasingEncoder
 from zsp_ros.utils.cpu_threads import add_threads_argument, apply_threads
 from zsp_ros.utils.provenance import provenance, write_json
 

@@ -87,7 +87,7 @@ from zsp_ros.runtime.category_requests import (
 from zsp_ros.runtime.name_report import NameReport, far_threshold, name_reports
 from zsp_ros.runtime.state_store import MemoryStateStore, RegistryState, StateStore
 from zsp_ros.semantics.build import build_text_encoder, with_phrasing
-from zsp_ros.semantics.phrasing import Interpretation
+from zsp_ros.semantics.interpretation import Interpretation
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -29,7 +29,8 @@ from zsp_ros.semantics.base import TextEncoder
 from zsp_ros.semantics.clip_encoder import ClipTextEncoder
 from zsp_ros.semantics.file_encoder import FileEncoder
 from zsp_ros.semantics.minilm_encoder import MiniLMEncoder
-from zsp_ros.semantics.phrasing import PhrasingEncoder, load_phrasing_config
+from zsp_ros.semantics.phrasing_config import load_phrasing_config
+from zsp_ros.semantics.phrasing_encoder import PhrasingEncoder
 
 
 def _minilm(**kw: Any) -> TextEncoder:
