@@ -45,6 +45,8 @@ SYNSETS = {
     "checkup": (["checkup"], []),
     "squab": (["squab", "dove"], []),          # "squab" shares four letters with "square", not all of it              # a form of "checks" by rule 1, but no base form of it
     "aid": (["aid"], []),
+    "cross": (["cross"], []),
+    "corner": (["corner"], ["cross"]),         # stands in for WordNet's corner is-a crossroad (-> "cross")
 }
 DEFINITIONS = {"tile": 'a flat thin rectangular slab; "he laid the tiles"',   # the rest: "a gloss"
                "poker_chip": "a small disk-shaped counter used to represent money when gambling",
@@ -56,7 +58,11 @@ ADJECTIVES = {
     "round": (["round", "circular"], ["circle"]),
     "rectangular": (["rectangular"], ["rectangle"]),
     "medical": (["medical"], ["checkup"]),
+    "three-sided": (["trilateral", "three-sided"], ["triangle"]),
+    "cruciform": (["cruciform"], []),
+    "three-cornered": (["three-cornered"], []),
 }
+ADJECTIVE_DEFINITIONS = {"cruciform": "shaped like a cross", "three-cornered": 'having three corners; "a hat"'}
 
 
 def write_tiny_wordnet(root: Path) -> Path:
@@ -85,14 +91,15 @@ def write_tiny_wordnet(root: Path) -> Path:
     index = "".join(f"{w} n {len(o)} 0 {len(o)} 0 " + " ".join(f"{x:08d}" for x in o) + "\n"
                     for w, o in sorted(lemmas.items()))
     (root / "index.noun").write_text(header + index, encoding="latin-1")
-    (root / "index.verb").write_text(header + "dot v 1 0 1 0 00000000\npoint v 1 0 1 0 00000000\n",
+    (root / "index.verb").write_text(header + "corner v 1 0 1 0 00000000\ndot v 1 0 1 0 00000000\n"
+                                     "point v 1 0 1 0 00000000\n",
                                      encoding="latin-1")
     adjective_lines, position = [], len(header)
     adjective_index = []
-    for words, targets in ADJECTIVES.values():
+    for key, (words, targets) in ADJECTIVES.items():
         pointers = " ".join(f"+ {offsets[t]:08d} n 0101" for t in targets)
         adjective_lines.append(f"{position:08d} 00 a {len(words):02x} " + " ".join(f"{w} 0" for w in words)
-                               + f" {len(targets):03d} {pointers} | a gloss\n")
+                               + f" {len(targets):03d} {pointers} | {ADJECTIVE_DEFINITIONS.get(key, 'a gloss')}\n")
         adjective_index += [f"{w} a 1 1 + 1 0 {position:08d}\n" for w in words]
         position += len(adjective_lines[-1].encode("latin-1"))
     (root / "data.adj").write_text(header + "".join(adjective_lines), encoding="latin-1")
@@ -235,6 +242,24 @@ def test_a_stated_shape_and_a_compound_read_as_a_whole(tiny):
     assert normaliser.interpret("blue aid").text == "blue aid"
 
 
+def test_hyphenated_words_and_adjective_definitions(tiny):
+    """A hyphenated word WordNet knows is read as one word, and never split when it gives nothing
+    ("three-cornered" is not a "corner", which WordNet files under crossroad); an adjective with no noun
+    pointers is read through the shape its definition states ("cruciform": shaped like a cross), also
+    where it stands last (an adjective that is no noun)."""
+    normaliser = PhraseNormaliser(vocabulary=["red cross", "pink triangle", "red star"], embed=_embed_by_stem,
+                                  config=PhrasingConfig(colour_survey=False), lexicon=tiny)
+    sided = normaliser.interpret("pink three-sided shape")
+    assert sided.text == "pink triangle" and sided.explanation.startswith("WordNet: three-sided pertains to triangle")
+    assert normaliser.interpret("red cornered shape").text == "red cross"    # alone, the word keeps its sense
+    cornered = normaliser.interpret("red three-cornered shape")
+    assert cornered.text == "red three-cornered shape" and cornered.unknown == ("three", "cornered", "shape")
+    cruciform = normaliser.interpret("red cruciform shape")
+    assert cruciform.text == "red cross" and "cruciform is shaped like a cross" in cruciform.explanation
+    assert normaliser.interpret("red cruciform").text == "red cross"
+    assert tiny.adjective_definitions("three-cornered") == ["having three corners"]
+
+
 def test_two_unknown_forms_give_each_other_context(tiny):
     """'grey dot': neither word is a kit word as typed, each is one without context (a basic colour term,
     a base form); each makes the other a word next to a kit word, so both are read."""
@@ -289,6 +314,7 @@ def test_installed_wordnet_has_the_relations_the_rule_relies_on():
     assert "dot" in lexicon.base_forms("dotted")
     assert "circle" in lexicon.adjective_nouns("round")[0] and "checkerboard" in lexicon.senses("chessboard")[0].hypernyms
     assert not any("dot" in nouns for nouns in lexicon.adjective_nouns("pointed"))
+    assert "three-sided" in lexicon.base_forms("three-sided") and "shaped like a cross" in lexicon.adjective_definitions("cruciform")
 
 
 def test_an_unreadable_wordnet_turns_the_rule_off_and_adds_go_on(tmp_path):

@@ -12,7 +12,8 @@ suffix rules, for nouns, verbs and adjectives: "dotted" -> dot, "wedges" -> wedg
 sense in WordNet's order (most frequent first), the sense's synonyms and its direct hypernyms, and,
 per adjective sense, the nouns the adjective is derived from or pertains to ("round": having a
 circular shape -> circle; "pointed": having a point -> point, the sharp end, not point = dot), and
-the definition of a noun's first sense ("tile": a flat thin rectangular slab ...), and the chain of
+the definition of a noun's first sense ("tile": a flat thin rectangular slab ...) and of an adjective's
+senses ("cruciform": shaped like a cross), and the chain of
 hypernyms above a noun ("heart" is-a plane figure is-a figure is-a shape). Nothing else of WordNet is
 used.
 
@@ -157,6 +158,16 @@ class Lexicon:
                 nouns = [w for symbol, target, pos, _ in pointers if symbol in ADJECTIVE_NOUN_SYMBOLS and pos == "n"
                          for w in self._synset(int(target))[0]]
                 out.append(tuple(dict.fromkeys(nouns)))
+        return out
+
+    def adjective_definitions(self, word: str) -> list[str]:
+        """Per adjective sense of ``word`` (as for `adjective_nouns`), in WordNet's order, its definition
+        without the quoted usage examples ("cruciform" -> ["shaped like a cross"]); [] when it is no adjective."""
+        out: list[str] = []
+        for lemma in self.base_forms(word, ("adj",)):
+            for offset in self._lemmas("adj").get(lemma.replace(" ", "_"), ()):
+                gloss = self._data_line("adj", offset, gloss=True)[-1]
+                out.append(gloss.split('"')[0].strip().rstrip(";").strip())
         return out
 
     def definition(self, lemma: str) -> str:

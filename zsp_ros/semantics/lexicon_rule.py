@@ -17,7 +17,7 @@ from zsp_ros.semantics.lexicon import Lexicon
 from zsp_ros.semantics.text_words import words_of
 
 T = TypeVar("T")
-_STATED_SHAPE = re.compile(r"\b([a-z]+)-shaped\b|\bin the (?:form|shape) of an? ([a-z]+)")
+_STATED_SHAPE = re.compile(r"\b([a-z]+)-shaped\b|\bin the (?:form|shape) of an? ([a-z]+)|\bshaped like an? ([a-z]+)")
 
 
 class LexiconRule:
@@ -77,18 +77,28 @@ class LexiconRule:
         targets = self.guarded(lambda _: self.target_words()) or {}
         return bool(self.guarded(lambda lexicon: any(base in targets for base in lexicon.base_forms(word))))
 
-    def compounds(self, words: list[str], free: list[bool]) -> dict[int, int]:
-        """Start -> end (exclusive) of the runs of 2-3 ``free`` words that WordNet knows as one noun
-        ("poker chip", "life buoy"), longest first."""
-        def find(lexicon: Lexicon) -> dict[int, int]:
-            found: dict[int, int] = {}
+    def compounds(self, words: list[str], free: list[bool], joins: list[str]) -> dict[int, tuple[int, str]]:
+        """Start -> (end (exclusive), lemma) of the runs of 2-3 ``free`` words that WordNet knows as one
+        word, longest first: written with hyphens (``joins[j]``, the text between words j and j + 1, all
+        "-") and a lemma of any part of speech ("three-sided", "t-shirt"), or a noun written with spaces
+        ("poker chip", "life buoy")."""
+        def lemma(lexicon: Lexicon, k: int, n: int) -> str | None:
+            if k + n > len(words) or not all(free[k:k + n]):
+                return None
+            if all(j == "-" for j in joins[k:k + n - 1]) and "-".join(words[k:k + n]) in \
+                    lexicon.base_forms("-".join(words[k:k + n])):
+                return "-".join(words[k:k + n])
+            spaced = " ".join(words[k:k + n])
+            return spaced if lexicon.base_forms(spaced, ("noun",)) else None
+
+        def find(lexicon: Lexicon) -> dict[int, tuple[int, str]]:
+            found: dict[int, tuple[int, str]] = {}
             k = 0
             while k < len(words):
-                end = next((k + n for n in (3, 2) if k + n <= len(words) and all(free[k:k + n])
-                            and lexicon.base_forms(" ".join(words[k:k + n]), ("noun",))), k + 1)
-                if end > k + 1:
-                    found[k] = end
-                k = end
+                hit = next(((k + n, text) for n in (3, 2) if (text := lemma(lexicon, k, n)) is not None), None)
+                if hit is not None:
+                    found[k] = hit
+                k = hit[0] if hit is not None else k + 1
             return found
         return self.guarded(find) or {}
 
@@ -139,14 +149,20 @@ class LexiconRule:
             known = self.target(related)
             return known if known is not None and (colour_allowed or not self._is_colour_word(known)) else None
 
+        if not modifier and not self.lexicon.base_forms(word, ("noun",)):
+            modifier = True                 # no noun at all ("purple cruciform"): read as the adjective it is
         if modifier:
             readings = self.lexicon.adjective_nouns(word)
+            for rank, nouns in enumerate(readings):
+                hit = next((n for n in nouns if target(n) is not None), None)
+                if hit is not None:
+                    return Replacement(word, str(target(hit)), "lexicon", float(rank),
+                                       via=f"{word} pertains to {hit}")
+            for gloss in self.lexicon.adjective_definitions(word) if self.definitions else ():
+                found = self._stated_shape(word, word, gloss, target)    # "cruciform": shaped like a cross
+                if found is not None:
+                    return found
             if any(readings):
-                for rank, nouns in enumerate(readings):
-                    hit = next((n for n in nouns if target(n) is not None), None)
-                    if hit is not None:
-                        return Replacement(word, str(target(hit)), "lexicon", float(rank),
-                                           via=f"{word} pertains to {hit}")
                 return None
         bases = self.lexicon.base_forms(word)
         for base in bases:
@@ -185,15 +201,9 @@ class LexiconRule:
         definition's nouns say what a thing is made of or used for ("a six-sided polygon" is no triangle)."""
         assert self.lexicon is not None
         gloss = self.lexicon.definition(base)
-        for statement in _STATED_SHAPE.finditer(gloss.lower()):   # "disk-shaped", "in the form of a ring"
-            stated = statement.group(1) or statement.group(2)
-            known = target(stated)
-            via = f"{base} is {statement.group(0)}"
-            if known is None:
-                found = self.lookup(stated, False, False)
-                known, via = (found.replacement, f"{via} ({found.via})") if found is not None else (None, via)
-            if known is not None:
-                return Replacement(word, known, "lexicon", 0.0, via=via)
+        stated = self._stated_shape(word, base, gloss, target)
+        if stated is not None:
+            return stated
         exact = self.target_words()
         for token in words_of(gloss):
             readings = next((nouns for nouns in self.lexicon.adjective_nouns(token) if nouns), ())
@@ -206,6 +216,22 @@ class LexiconRule:
                     via = f"{base} is {token} ({token} pertains to {noun}; a {known} is-a {noun})"
                 if known is not None:
                     return Replacement(word, known, "lexicon", 0.0, via=via)
+        return None
+
+    def _stated_shape(self, word: str, base: str, gloss: str, target: Callable[[str], str | None]
+                      ) -> Replacement | None:
+        """The kit word for the shape a definition states ("a small disk-shaped counter", "in the form of a
+        ring", "shaped like a cross"): the stated noun itself, or what rule 3 makes of it ("disk" is-a
+        circle); None when it states none that is a kit word."""
+        for statement in _STATED_SHAPE.finditer(gloss.lower()):
+            stated = statement.group(1) or statement.group(2) or statement.group(3)
+            known = target(stated)
+            via = f"{base} is {statement.group(0)}"
+            if known is None:
+                found = self.lookup(stated, False, False)
+                known, via = (found.replacement, f"{via} ({found.via})") if found is not None else (None, via)
+            if known is not None:
+                return Replacement(word, known, "lexicon", 0.0, via=via)
         return None
 
     # ------------------------------------------------------------------------------ the kit in WordNet

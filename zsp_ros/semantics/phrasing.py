@@ -35,14 +35,18 @@ colour tables, WordNet) says they mean the same thing; everything else in the na
    (hyponyms would name everything under "shape"). A vocabulary colour word reached this way obeys
    the colour rule's position ("cyan heart" stays: cyan is-a blue, but "heart" is no kit word).
    A word before the head noun that WordNet derives from nouns is read through those nouns only
-   ("round" -> circle; "pointed" -> point, the sharp end: nothing, where its noun senses said "dot").
+   ("round" -> circle; "pointed" -> point, the sharp end: nothing, where its noun senses said "dot"),
+   and one derived from no noun through the shape its definitions state ("cruciform": shaped like a
+   cross); a word that is no noun is read as such an adjective wherever it stands ("purple cruciform").
    A relative that is another form of a kit word by rule 1 counts ("chessboard" is-a checkerboard ->
    "checks"). With ``definitions``, for a name that still lacks a shape/texture word, the first
    adjective of the word's definition that pertains to a kit noun, or to the noun that exactly one kit
    word's main sense is-a ("tile": a flat thin rectangular slab -> rectangle -> square); a shape the
    definition states comes first ("donut": a small ring-shaped friedcake -> ring). Two or three words
    that WordNet knows as one noun are read as a whole first ("poker chip": a small disk-shaped
-   counter -> disk is-a circle, where "chip" alone would be a "check").
+   counter -> disk is-a circle, where "chip" alone would be a "check"); a hyphenated word WordNet knows
+   is one word of any part of speech and is never split ("three-sided" -> triangle; "three-cornered"
+   stays as typed, where "cornered" alone is a corner, which WordNet files under crossroad: "cross").
    Off by default for image-aligned encoders (CLIP knows what "pentagram" looks like).
 4. Typo (with ``typos`` and the lexicon): a word of 4+ letters that is no English word and one edit
    (a letter left out, added, changed, or two swapped) from exactly one vocabulary word ("sqaure").
@@ -296,16 +300,18 @@ class PhraseNormaliser:
             return True
         return self._rule is not None and self._rule.is_kit_word_form(word)
 
-    def _compounds(self, words: list[str], kit_words: list[bool]) -> dict[int, int]:
-        """Start -> end (exclusive) of the runs of 2-3 words that WordNet knows as one noun ("poker chip",
-        "life buoy"), longest first, among words that are no kit word and no colour name: such a run is
-        read as a whole first (rule 3: "poker chip" is disk-shaped, where "chip" alone has a sense that
-        is a "check"), and word by word only when the whole gives no kit word ("round shape")."""
+    def _compounds(self, words: list[str], kit_words: list[bool], joins: list[str]) -> dict[int, tuple[int, str]]:
+        """Start -> (end (exclusive), lemma) of the runs of 2-3 words that WordNet knows as one word
+        (`LexiconRule.compounds`: "poker chip", "life buoy", "three-sided"), among words that are no kit
+        word and no colour name: such a run is read as a whole first (rule 3: "poker chip" is disk-shaped,
+        where "chip" alone has a sense that is a "check"). A noun written with spaces is read word by word
+        when the whole gives no kit word ("round shape"); a hyphenated word never is: "three-cornered"
+        means having three corners, not a corner (which WordNet files under crossroad: "cross")."""
         if self._rule is None:
             return {}
         free = [not kit_words[j] and words[j] not in self.colours.names and not self.is_colour_word(words[j])
                 for j in range(len(words))]
-        return self._rule.compounds(words, free)
+        return self._rule.compounds(words, free, joins)
 
     def is_colour_word(self, word: str) -> bool:
         """A word that names a colour whatever else it could mean: a basic colour term or one of the
@@ -330,10 +336,11 @@ class PhraseNormaliser:
         words = [m.group(0) for m in matches]
         colour_words = [self.is_colour_word(w) for w in words]
         kit_words = [self._kit_word_alone(w) for w in words]
-        compounds = self._compounds(words, kit_words) if self.config.enabled else {}
+        joins = [name.lower()[a.end():b.start()] for a, b in zip(matches, matches[1:])]
+        compounds = self._compounds(words, kit_words, joins) if self.config.enabled else {}
         k = 0
         while k < len(words):
-            end = compounds.get(k, k + 1)            # words[k:end]: one word, or a WordNet compound
+            end, lemma = compounds.get(k, (k + 1, words[k]))   # words[k:end]: one word, or a WordNet compound
             span, k = words[k:end], end
             if span[0] in self._known or not self.config.enabled:
                 continue
@@ -341,9 +348,9 @@ class PhraseNormaliser:
             in_context = any(kit_words[j] for j in others)
             shapeless = not any(kit_words[j] and not colour_words[j] for j in others)
             if len(span) > 1:                        # "poker chip": read as a whole first
-                found = self._rule.read(" ".join(span), False, False, shapeless) \
+                found = self._rule.read(lemma, False, end < len(words), shapeless) \
                     if in_context and self._rule is not None else None
-                if found is None:                    # "round shape" says nothing as a whole: word by word
+                if found is None and "-" not in lemma:   # "round shape" says nothing as a whole: word by word
                     compounds.pop(end - len(span))
                     k = end - len(span)
                     continue
