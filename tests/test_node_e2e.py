@@ -327,7 +327,8 @@ def test_deactivate_cleanup_and_restart_keep_added_categories(world):
     assert not change_state(world, "configure") and get_state(world) == "unconfigured"
     assert "cannot load model kit /nonexistent/kit" in world["node"].wait_for_line("[ERROR]", timeout=TIMEOUT_S)
 
-    assert world["node"].stop(grace_s=30.0) == 0             # SIGINT: clean exit (slow on a loaded 2-core host)
+    code = world["node"].stop(grace_s=30.0)                 # SIGINT: clean exit (slow on a loaded 2-core host)
+    assert code == 0, f"exit code {code}; node output:\n{world['node'].transcript[-4000:]}"
     with start_node(world["ns"], world["kit"], world["state_dir"], entry="cli", autostart=True) as node:
         world["node"] = node
         node.wait_for_line("[INFO]", timeout=TIMEOUT_S)
