@@ -133,7 +133,8 @@ class LexiconRule:
             return None
         return form if any(related.startswith(base) for base, known in targets.items() if known == form) else None
 
-    def lookup(self, word: str, colour_allowed: bool, modifier: bool, shapeless: bool = False) -> Replacement | None:
+    def lookup(self, word: str, colour_allowed: bool, modifier: bool, shapeless: bool = False,
+               nested: bool = False) -> Replacement | None:
         """Rule 3 (zsp_ros/semantics/phrasing.py): the vocabulary word that a base form, a synonym or a
         direct hypernym of ``word`` is (`target`); ``score`` = WordNet sense rank, ``via`` = the relation.
 
@@ -141,7 +142,8 @@ class LexiconRule:
         only, sense by sense ("round" -> circle; "pointed" -> point, the sharp end, and so nothing: its
         noun senses would read it as point = dot); one without such pointers ("dotted") goes on as a noun.
         ``shapeless``: the name has no kit word but colours; only then are the kit words under a noun and
-        definitions read (they look for the shape a name lacks)."""
+        definitions read (they look for the shape a name lacks). ``nested``: a word a definition stated;
+        its own adjective definitions are not read again (no chain of definitions, no cycle)."""
         assert self.lexicon is not None
         targets = self.target_words()
 
@@ -158,7 +160,7 @@ class LexiconRule:
                 if hit is not None:
                     return Replacement(word, str(target(hit)), "lexicon", float(rank),
                                        via=f"{word} pertains to {hit}")
-            for gloss in self.lexicon.adjective_definitions(word) if self.definitions else ():
+            for gloss in self.lexicon.adjective_definitions(word) if self.definitions and not nested else ():
                 found = self._stated_shape(word, word, gloss, target)    # "cruciform": shaped like a cross
                 if found is not None:
                     return found
@@ -228,7 +230,7 @@ class LexiconRule:
             known = target(stated)
             via = f"{base} is {statement.group(0)}"
             if known is None:
-                found = self.lookup(stated, False, False)
+                found = self.lookup(stated, False, False, nested=True)
                 known, via = (found.replacement, f"{via} ({found.via})") if found is not None else (None, via)
             if known is not None:
                 return Replacement(word, known, "lexicon", 0.0, via=via)
