@@ -49,6 +49,11 @@ REQUIRED_FILES = ("index.noun", "data.noun", "index.verb", "index.adj", "data.ad
                   "adj.exc")
 
 
+def _without_examples(gloss: str) -> str:
+    """A WordNet gloss without its quoted usage examples and trailing ";"."""
+    return gloss.split('"')[0].strip().rstrip(";").strip()
+
+
 def find_wordnet() -> Path | None:
     """The WordNet database folder: ``$ZSP_WORDNET_DIR`` if set, else the first of `DEFAULT_DIRS` holding
     every file of `REQUIRED_FILES`; None when there is none."""
@@ -149,26 +154,27 @@ class Lexicon:
         ("round" -> [("circle", "roundness", ...), ...]); a sense without such pointers gives (). [] when
         ``word`` is no adjective. The pointers name one sense of the noun: what the adjective is about."""
         out: list[tuple[str, ...]] = []
-        for lemma in self.base_forms(word, ("adj",)):
-            for offset in self._lemmas("adj").get(lemma.replace(" ", "_"), ()):
-                fields = self._data_line("adj", offset)
-                count = int(fields[3], 16)
-                k = 4 + 2 * count
-                pointers = [fields[k + 1 + 4 * i: k + 5 + 4 * i] for i in range(int(fields[k]))]
-                nouns = [w for symbol, target, pos, _ in pointers if symbol in ADJECTIVE_NOUN_SYMBOLS and pos == "n"
-                         for w in self._synset(int(target))[0]]
-                out.append(tuple(dict.fromkeys(nouns)))
+        for offset in self._adjective_senses(word):
+            fields = self._data_line("adj", offset)
+            count = int(fields[3], 16)
+            k = 4 + 2 * count
+            pointers = [fields[k + 1 + 4 * i: k + 5 + 4 * i] for i in range(int(fields[k]))]
+            nouns = [w for symbol, target, pos, _ in pointers if symbol in ADJECTIVE_NOUN_SYMBOLS and pos == "n"
+                     for w in self._synset(int(target))[0]]
+            out.append(tuple(dict.fromkeys(nouns)))
         return out
 
     def adjective_definitions(self, word: str) -> list[str]:
         """Per adjective sense of ``word`` (as for `adjective_nouns`), in WordNet's order, its definition
         without the quoted usage examples ("cruciform" -> ["shaped like a cross"]); [] when it is no adjective."""
-        out: list[str] = []
-        for lemma in self.base_forms(word, ("adj",)):
-            for offset in self._lemmas("adj").get(lemma.replace(" ", "_"), ()):
-                gloss = self._data_line("adj", offset, gloss=True)[-1]
-                out.append(gloss.split('"')[0].strip().rstrip(";").strip())
-        return out
+        return [_without_examples(self._data_line("adj", offset, gloss=True)[-1])
+                for offset in self._adjective_senses(word)]
+
+    def _adjective_senses(self, word: str) -> list[int]:
+        """The data.adj offsets of ``word``'s adjective senses (it, or an adjective base form of it), in
+        WordNet's order."""
+        return [offset for lemma in self.base_forms(word, ("adj",))
+                for offset in self._lemmas("adj").get(lemma.replace(" ", "_"), ())]
 
     def definition(self, lemma: str) -> str:
         """The definition of the first (most frequent) noun sense of ``lemma``, without its quoted usage
@@ -176,8 +182,7 @@ class Lexicon:
         offsets = self._lemmas("noun").get(lemma.lower().replace(" ", "_"), ())
         if not offsets:
             return ""
-        gloss = self._data_line("noun", offsets[0], gloss=True)[-1]
-        return gloss.split('"')[0].strip().rstrip(";").strip()
+        return _without_examples(self._data_line("noun", offsets[0], gloss=True)[-1])
 
     def _data_line(self, pos: str, offset: int, gloss: bool = False) -> list[str]:
         """The fields (before the gloss) of the synset at byte ``offset`` of data.<pos>, the gloss as one

@@ -85,9 +85,9 @@ class LexiconRule:
         def lemma(lexicon: Lexicon, k: int, n: int) -> str | None:
             if k + n > len(words) or not all(free[k:k + n]):
                 return None
-            if all(j == "-" for j in joins[k:k + n - 1]) and "-".join(words[k:k + n]) in \
-                    lexicon.base_forms("-".join(words[k:k + n])):
-                return "-".join(words[k:k + n])
+            hyphenated = "-".join(words[k:k + n])
+            if all(j == "-" for j in joins[k:k + n - 1]) and hyphenated in lexicon.base_forms(hyphenated):
+                return hyphenated
             spaced = " ".join(words[k:k + n])
             return spaced if lexicon.base_forms(spaced, ("noun",)) else None
 
